@@ -1,0 +1,67 @@
+"""The `onlysq-mcp` command: stdio by default, streamable HTTP with `--transport http`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+DESCRIPTION = """\
+MCP server for the OnlySq AI API (chat, image generation, vision, model list) and Yandex AI Studio images.
+
+By default it speaks MCP over stdio, as MCP hosts (Claude Desktop, Claude Code, Cursor, VS Code) expect
+when they launch it. With --transport http it serves streamable HTTP at http://HOST:PORT/mcp.
+"""
+
+EPILOG = """\
+Configuration comes from environment variables or a .env file in the working directory, e.g.
+ONLYSQ_API_KEY (default: the public key `openai`), ONLYSQ_BASE_URL, ONLYSQ_CHAT_MODEL, YANDEX_API_KEY,
+YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR. The README lists them all. Logs go to stderr.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="onlysq-mcp",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio (default): talk to the host that launched this process; http: serve streamable HTTP.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP only: address to listen on (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP only: port to listen on (default 8000).")
+    parser.add_argument("--version", action="version", version=f"onlysq-mcp {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Imported after argument parsing so that --help and --version answer at once.
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    # stdout belongs to the protocol in stdio mode: every log line goes to stderr.
+    logging.basicConfig(
+        level=settings.onlysq_mcp_log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .server import app_factory
+
+    server = app_factory(settings)
+    if args.transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=args.host, port=args.port)

@@ -1,0 +1,142 @@
+"""Reading the image a caller points `describe_image` at: a file, a URL, a data URI, base64, or a generated image.
+
+Every check happens here, before any upstream call, and every failure is an `ImageInputError` whose
+message says what was wrong and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx2
+
+from .images import RESOURCE_PREFIX, ImageStore, sniff_mime
+
+WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
+BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
+ACCEPTED = "PNG, JPEG, WebP or GIF"
+
+
+class ImageInputError(Exception):
+    """The image argument cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    data: bytes
+    mime: str
+    source: str
+
+
+async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, max_bytes: int) -> LoadedImage:
+    spec = spec.strip()
+    if not spec:
+        raise ImageInputError("`image` is empty: pass a file path, an http(s) URL, a data: URI or base64 image data.")
+    if spec.startswith(RESOURCE_PREFIX):
+        name = spec.removeprefix(RESOURCE_PREFIX)
+        try:
+            data, _ = store.open(name)
+        except FileNotFoundError:
+            raise ImageInputError(
+                f"no generated image `{spec}` exists in the output folder; use a URI that `generate_image` returned."
+            ) from None
+        return checked(data, f"generated image {spec}", max_bytes)
+    if spec.startswith("data:"):
+        return checked(decode_data_uri(spec), "data URI", max_bytes)
+    if WINDOWS_PATH.match(spec):
+        return read_file(Path(spec), max_bytes)
+    scheme = urlparse(spec).scheme.lower()
+    if scheme in ("http", "https"):
+        return await fetch(spec, http, max_bytes)
+    if scheme == "file":
+        parsed = urlparse(spec)
+        # file:///C:/x.png carries a Windows drive after the leading slash.
+        raw = unquote(parsed.path)
+        path = raw[1:] if WINDOWS_PATH.match(raw[1:]) else raw
+        return read_file(Path(path), max_bytes)
+    if len(spec) > 100 and "/" not in spec[:20] and BASE64_TEXT.match(spec):
+        return checked(decode_base64_text(spec), "base64 data", max_bytes)
+    if scheme and len(scheme) > 1 and "://" in spec:
+        raise ImageInputError(f"`{scheme}://` is not supported: pass a file path, an http(s) URL, or a data: URI.")
+    return read_file(Path(spec).expanduser(), max_bytes)
+
+
+def checked(data: bytes, source: str, max_bytes: int) -> LoadedImage:
+    if not data:
+        raise ImageInputError(f"the {source} is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise ImageInputError(
+            f"the {source} is {len(data):,} bytes, over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES); "
+            "pass a smaller image."
+        )
+    mime = sniff_mime(data)
+    if mime is None:
+        raise ImageInputError(f"the {source} is not a {ACCEPTED} image (its first bytes are {data[:8]!r}).")
+    return LoadedImage(data=data, mime=mime, source=source)
+
+
+def read_file(path: Path, max_bytes: int) -> LoadedImage:
+    if not path.exists():
+        raise ImageInputError(f"no file at `{path}`; check the path (absolute paths are safest).")
+    if not path.is_file():
+        raise ImageInputError(f"`{path}` is not a file.")
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageInputError(
+                f"`{path}` is {size:,} bytes, over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES)."
+            )
+        data = path.read_bytes()
+    except PermissionError:
+        raise ImageInputError(f"`{path}` cannot be read: permission denied.") from None
+    except OSError as exc:
+        raise ImageInputError(f"`{path}` cannot be read ({exc.strerror}).") from None
+    return checked(data, f"file `{path}`", max_bytes)
+
+
+def decode_data_uri(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise ImageInputError("the data: URI has no comma; expected data:image/png;base64,<data>.")
+    if not header.endswith(";base64"):
+        raise ImageInputError("only base64 data: URIs are supported (data:image/png;base64,<data>).")
+    return decode_base64_text(payload)
+
+
+def decode_base64_text(text: str) -> bytes:
+    cleaned = "".join(text.split())
+    try:
+        if "-" in cleaned or "_" in cleaned:
+            return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageInputError("the image data is not valid base64.") from None
+
+
+async def fetch(url: str, http: httpx2.AsyncClient, max_bytes: int) -> LoadedImage:
+    try:
+        async with http.stream("GET", url, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise ImageInputError(f"fetching {url} failed: HTTP {response.status_code}.")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ImageInputError(
+                    f"{url} is {int(declared):,} bytes, over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES)."
+                )
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ImageInputError(
+                        f"{url} is over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES); pass a smaller image."
+                    )
+    except httpx2.TimeoutException:
+        raise ImageInputError(f"fetching {url} timed out; download it and pass the file instead.") from None
+    except httpx2.HTTPError as exc:
+        raise ImageInputError(f"fetching {url} failed ({type(exc).__name__}).") from None
+    return checked(bytes(body), f"image at {url}", max_bytes)

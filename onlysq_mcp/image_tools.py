@@ -1,0 +1,350 @@
+"""The image tools: `generate_image` (OnlySq ImaGen or Yandex AI Studio) and `describe_image` (vision).
+
+Generated images are saved exactly as received, offered as resources, and inlined only within the
+result budget (a downscaled preview when the originals would not fit).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resources import FileResource
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from .catalogue import YANDEX_IMAGE_MODELS
+from .errors import UpstreamBadResponse, UpstreamError
+from .image_sources import ImageInputError, load_image
+from .images import SavedImage, encoded_size, pixel_size, shrink, sniff_mime
+from .onlysq import ImagePart, ImageURL, Message, TextPart
+from .settings import ImageDelivery
+from .tools import StreamProgress, check_model, client_log
+
+if TYPE_CHECKING:
+    from .server import Runtime
+
+AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+MAX_IMAGE_PROMPT = 32_000
+HEARTBEAT_SECONDS = 5.0
+DEFAULT_QUESTION = "Describe this image in detail."
+
+
+class ImageFile(BaseModel):
+    uri: str = Field(description="Resource URI of the full-resolution file (readable with resources/read).")
+    path: str = Field(description="Where the file is saved on the server's disk.")
+    mime_type: str
+    width: int | None
+    height: int | None
+    bytes: int = Field(description="Size of the saved file.")
+    inline: Literal["original", "preview", "none"] = Field(
+        description="What this result carries inline: the original, a downscaled preview, or no image data."
+    )
+
+
+class GenerateImageOutput(BaseModel):
+    provider: Literal["onlysq", "yandex"]
+    model: str
+    prompt: str
+    aspect_ratio: str
+    seconds: float = Field(description="Wall time of the generation.")
+    images: list[ImageFile]
+    failures: list[str] = Field(description="Images that could not be generated, with the reason.")
+
+
+class DescribeImageOutput(BaseModel):
+    answer: str
+    model: str
+    source: str = Field(description="Where the image came from.")
+    mime_type: str
+    width: int | None
+    height: int | None
+    downscaled: bool = Field(description="Whether a smaller copy was sent (the original is never changed).")
+
+
+def register(server: MCPServer, runtime: Runtime) -> None:
+    @server.tool(
+        title="Generate images",
+        annotations=ToolAnnotations(
+            readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
+        ),
+    )
+    async def generate_image(
+        prompt: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_IMAGE_PROMPT,
+                description="What the picture should show: subject, style, composition, lighting. English works best.",
+            ),
+        ],
+        ctx: Context,
+        model: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "Image model id from `list_models` (kind `image`), e.g. `flux` (OnlySq), or a Yandex model "
+                    "such as `aliceai-image-art-3.0` or a full `art://<folder>/<model>` URI. Default: the server's."
+                )
+            ),
+        ] = None,
+        aspect_ratio: Annotated[AspectRatio, Field(description="Width:height of the picture.")] = "1:1",
+        count: Annotated[int, Field(ge=1, le=4, description="How many images, 1–4 (generated concurrently).")] = 1,
+        seed: Annotated[
+            int | None,
+            Field(ge=0, le=2**32 - 1, description="Optional seed for repeatable results (OnlySq models only)."),
+        ] = None,
+    ) -> Annotated[CallToolResult, GenerateImageOutput]:
+        """Generate pictures from a text description and return them as images.
+
+        Every image is saved in full on the server's disk and offered as a resource (the result has
+        its URI and path); the result itself carries the images inline, or downscaled previews when the
+        originals are too big for one tool result. Takes seconds to a minute.
+        """
+        services = runtime.services
+        settings = services.settings
+        if not prompt.strip():
+            raise ToolError("`prompt` is empty: describe the picture to generate.")
+        model_id = (model or settings.onlysq_image_model).strip()
+        notes: list[str] = []
+        generate: Callable[[], Awaitable[bytes]]
+        if model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS:
+            if services.yandex is None:
+                raise ToolError(
+                    f"`{model_id}` is a Yandex AI Studio model, and Yandex is not configured: set YANDEX_API_KEY "
+                    "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or use an OnlySq model such as `flux`."
+                )
+            provider: Literal["onlysq", "yandex"] = "yandex"
+            if seed is not None:
+                notes.append("`seed` was ignored: Yandex's image API does not take one.")
+            yandex = services.yandex
+
+            def generate() -> Awaitable[bytes]:
+                return yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=client_log(ctx))
+        else:
+            provider = "onlysq"
+            await check_model(runtime, model_id, "image", ctx)
+
+            def generate() -> Awaitable[bytes]:
+                return services.onlysq.generate_image(
+                    model_id, prompt, aspect_ratio, seed=seed, on_retry=client_log(ctx)
+                )
+
+        try:
+            services.store.ensure_writable()
+        except OSError as exc:
+            raise ToolError(str(exc)) from None
+
+        started = time.monotonic()
+        saved: list[tuple[SavedImage, bytes]] = []
+        failures: list[str] = []
+
+        async def one() -> None:
+            try:
+                data = await generate()
+                mime = sniff_mime(data)
+                if mime is None:
+                    raise UpstreamBadResponse(provider, "returned data that is not a PNG, JPEG, WebP or GIF image")
+                image = services.store.save(data, mime, prompt)
+            except (UpstreamError, OSError) as exc:
+                failures.append(str(exc))
+            else:
+                saved.append((image, data))
+                server.add_resource(
+                    FileResource(
+                        uri=image.uri,
+                        name=image.name,
+                        title=f"Generated image: {prompt[:60]}",
+                        description=f"{provider}/{model_id}, {aspect_ratio}",
+                        mime_type=image.mime,
+                        path=image.path,
+                        encoding=None,
+                    )
+                )
+            await ctx.report_progress(len(saved) + len(failures), count, f"{len(saved)} of {count} images ready")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(heartbeat, ctx, count, started)
+            async with anyio.create_task_group() as work:
+                for _ in range(count):
+                    work.start_soon(one)
+            group.cancel_scope.cancel()
+
+        if not saved:
+            raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
+        seconds = round(time.monotonic() - started, 2)
+        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing.
+        blocks, files = await anyio.to_thread.run_sync(
+            deliver, saved, settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+        )
+        output = GenerateImageOutput(
+            provider=provider,
+            model=model_id,
+            prompt=prompt,
+            aspect_ratio=aspect_ratio,
+            seconds=seconds,
+            images=files,
+            failures=failures,
+        )
+        summary = summarize(output, notes)
+        return CallToolResult(
+            content=[TextContent(type="text", text=summary), *blocks],
+            structured_content=output.model_dump(mode="json"),
+        )
+
+    @server.tool(
+        title="Describe an image",
+        annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=False, openWorldHint=True),
+    )
+    async def describe_image(
+        image: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description=(
+                    "The image: a local file path (e.g. /home/me/cat.png or C:\\Users\\me\\cat.jpg), a file:// URI, "
+                    "an http(s) URL, a data:image/...;base64, URI, raw base64, or the onlysq://images/... URI of an "
+                    "image `generate_image` made. PNG, JPEG, WebP or GIF."
+                ),
+            ),
+        ],
+        ctx: Context,
+        question: Annotated[
+            str,
+            Field(min_length=1, max_length=10_000, description="What to ask about the image."),
+        ] = DEFAULT_QUESTION,
+        model: Annotated[
+            str | None,
+            Field(
+                description="Vision model id from `list_models` (kind `vision`, the Gemini family). Default: the server's."
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, DescribeImageOutput]:
+        """Answer a question about an image with a vision model: describe it, read its text, compare details.
+
+        Use it to look at a picture you cannot see yourself, such as a file on the user's disk, an image
+        on the web, or one `generate_image` just made. Large images are downscaled before they are sent.
+        """
+        services = runtime.services
+        settings = services.settings
+        if not question.strip():
+            raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
+        model_id = (model or settings.onlysq_vision_model).strip()
+        try:
+            loaded = await load_image(
+                image, store=services.store, http=services.http, max_bytes=settings.onlysq_mcp_max_input_bytes
+            )
+        except ImageInputError as exc:
+            raise ToolError(f"Cannot use `image`: {exc}") from None
+        await check_model(runtime, model_id, "vision", ctx)
+
+        size = await anyio.to_thread.run_sync(pixel_size, loaded.data)
+        data, mime, downscaled = loaded.data, loaded.mime, False
+        too_big = size is not None and max(size) > settings.onlysq_mcp_vision_max_side
+        if too_big or len(data) > settings.onlysq_mcp_vision_max_bytes:
+            smaller = await anyio.to_thread.run_sync(
+                lambda: shrink(
+                    loaded.data,
+                    max_side=settings.onlysq_mcp_vision_max_side,
+                    max_bytes=settings.onlysq_mcp_vision_max_bytes,
+                )
+            )
+            data, mime, downscaled = smaller.data, smaller.mime, True
+
+        data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        message = Message(role="user", content=[TextPart(text=question), ImagePart(image_url=ImageURL(url=data_uri))])
+        progress = StreamProgress(ctx)
+        try:
+            result = await services.onlysq.chat(
+                model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx)
+            )
+        except UpstreamError as exc:
+            raise ToolError(str(exc)) from None
+        output = DescribeImageOutput(
+            answer=result.reply,
+            model=result.model,
+            source=loaded.source,
+            mime_type=loaded.mime,
+            width=size[0] if size else None,
+            height=size[1] if size else None,
+            downscaled=downscaled,
+        )
+        return CallToolResult(
+            content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
+            structured_content=output.model_dump(mode="json"),
+        )
+
+
+async def heartbeat(ctx: Context, count: int, started: float) -> None:
+    """Progress every few seconds while waiting, so hosts with a request timeout see the call is alive."""
+    while True:
+        await anyio.sleep(HEARTBEAT_SECONDS)
+        waited = time.monotonic() - started
+        await ctx.report_progress(0, count, f"generating… {waited:.0f}s")
+
+
+def deliver(
+    saved: list[tuple[SavedImage, bytes]], mode: ImageDelivery, budget: int
+) -> tuple[list[ContentBlock], list[ImageFile]]:
+    """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes."""
+    blocks: list[ContentBlock] = []
+    files: list[ImageFile] = []
+    total_encoded = sum(encoded_size(len(data)) for _, data in saved)
+    originals_fit = mode == ImageDelivery.INLINE or total_encoded <= budget
+    # Each preview gets an equal share of the budget; base64 is 4/3 of the bytes it carries.
+    share = (budget // len(saved)) * 3 // 4
+    for image, data in saved:
+        size = pixel_size(data)
+        inline: Literal["original", "preview", "none"] = "none"
+        if mode != ImageDelivery.LINK:
+            if originals_fit:
+                payload, mime, inline = data, image.mime, "original"
+            else:
+                preview = shrink(data, max_side=1024, max_bytes=share)
+                payload, mime, inline = preview.data, preview.mime, "preview"
+            blocks.append(ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=mime))
+        blocks.append(
+            ResourceLink(
+                type="resource_link",
+                uri=image.uri,
+                name=image.name,
+                mime_type=image.mime,
+                size=image.size_bytes,
+                description=f"Full-resolution image, saved at {image.path}",
+            )
+        )
+        files.append(
+            ImageFile(
+                uri=image.uri,
+                path=str(image.path),
+                mime_type=image.mime,
+                width=size[0] if size else None,
+                height=size[1] if size else None,
+                bytes=image.size_bytes,
+                inline=inline,
+            )
+        )
+    return blocks, files
+
+
+def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
+    n = len(output.images)
+    lines = [
+        f"Generated {n} image{'s' if n != 1 else ''} with {output.provider}/{output.model} in {output.seconds:g}s."
+    ]
+    for i, f in enumerate(output.images, 1):
+        dims = f"{f.width}x{f.height}" if f.width else "unknown size"
+        shown = {
+            "original": "shown inline",
+            "preview": "a downscaled preview is shown inline; the full-resolution file is on disk and at the URI",
+            "none": "not inlined; read it from the URI or the path",
+        }[f.inline]
+        lines.append(f"{i}. {dims} {f.mime_type}, {f.bytes:,} bytes, saved to {f.path} ({f.uri}); {shown}.")
+    lines.extend(f"Failed: {failure}" for failure in output.failures)
+    lines.extend(notes)
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Image bytes: sniff the type, measure, save without collisions, make previews that fit a budget.
+
+Pillow is imported only inside the functions that need it, so the server starts without it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RESOURCE_PREFIX = "onlysq://images/"
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The type the bytes really are; upstreams are known to send JPEG where PNG was expected."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def pixel_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header (Pillow reads no pixels for this); None if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def encoded_size(byte_count: int) -> int:
+    """Bytes of base64 text for `byte_count` bytes: what a host actually receives."""
+    return 4 * ((byte_count + 2) // 3)
+
+
+@dataclass(frozen=True)
+class Reencoded:
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+def shrink(data: bytes, *, max_side: int, max_bytes: int) -> Reencoded:
+    """A copy no longer than `max_side` pixels and no larger than `max_bytes`, as JPEG (PNG if it has alpha).
+
+    Halves the size step by step until it fits, so the result always fits however large the original.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as original:
+        original.load()
+        has_alpha = original.mode in ("RGBA", "LA", "PA") or "transparency" in original.info
+        image = original.convert("RGBA" if has_alpha else "RGB")
+    fmt, mime = ("PNG", "image/png") if has_alpha else ("JPEG", "image/jpeg")
+    side = min(max_side, max(image.size))
+    while True:
+        copy = image.copy()
+        copy.thumbnail((side, side))
+        buffer = io.BytesIO()
+        if fmt == "JPEG":
+            copy.save(buffer, fmt, quality=82, optimize=True)
+        else:
+            copy.save(buffer, fmt, optimize=True)
+        if buffer.tell() <= max_bytes or side <= 16:
+            return Reencoded(buffer.getvalue(), mime, copy.width, copy.height)
+        side = max(16, int(side * 0.7))
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    path: Path
+    name: str
+    mime: str
+    size_bytes: int
+
+    @property
+    def uri(self) -> str:
+        return RESOURCE_PREFIX + self.name
+
+
+class ImageStore:
+    """The output folder: every generated image is written here once, exactly as received."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def ensure_writable(self) -> None:
+        """Checked before an upstream call, so a generated image is never lost for want of a folder."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".write-test-{secrets.token_hex(4)}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise OSError(
+                f"cannot write to the output folder {self.folder} ({exc.strerror}); set ONLYSQ_MCP_OUTPUT_DIR "
+                "to a folder this server can write to"
+            ) from None
+
+    def save(self, data: bytes, mime: str, label: str) -> SavedImage:
+        """Write atomically under a name that cannot collide; `label` (user text) is reduced to a safe slug."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(label)}-{secrets.token_hex(4)}.{EXTENSIONS.get(mime, 'bin')}"
+        final = self.folder / name
+        partial = self.folder / f".{name}.part"
+        try:
+            # A reader never sees a half-written file: it appears under its name only when complete.
+            with open(partial, "xb") as handle:
+                handle.write(data)
+            os.replace(partial, final)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise OSError(
+                f"cannot write to the output folder {self.folder} ({exc.strerror}); set ONLYSQ_MCP_OUTPUT_DIR "
+                "to a folder this server can write to"
+            ) from None
+        return SavedImage(path=final, name=name, mime=mime, size_bytes=len(data))
+
+    def open(self, name: str) -> tuple[bytes, str]:
+        """Bytes and type of a saved image by its file name; only names this store could have made."""
+        path = self.folder / name
+        if not SAFE_NAME.match(name) or path.resolve().parent != self.folder.resolve() or not path.is_file():
+            raise FileNotFoundError(name)
+        data = path.read_bytes()
+        return data, sniff_mime(data) or "application/octet-stream"
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-") or "image"

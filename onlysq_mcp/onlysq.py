@@ -1,0 +1,288 @@
+"""Client of the OnlySq AI API: chat (`POST /ai/v2`), images (`POST /ai/imagen`), models (`GET /ai/models`).
+
+Wire formats follow `shared/docs/upstreams.md`; nothing here knows about MCP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import GenerationFailed, UpstreamBadResponse
+from .upstream import OnRetry, Upstream
+
+UPSTREAM = "OnlySq"
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+# --- wire formats -------------------------------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageURL(BaseModel):
+    url: str
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart | ImagePart]
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class _ReplyMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    content: str | None = None
+
+
+class _Choice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    message: _ReplyMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    choices: list[_Choice] = Field(min_length=1)
+    usage: Usage | None = None
+
+
+class _Delta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    content: str | None = None
+
+
+class _ChunkChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    delta: _Delta = _Delta()
+    finish_reason: str | None = None
+
+
+class ChatChunk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    # Required but possibly empty: usage-only chunks carry `choices: []`.
+    choices: list[_ChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelInfo(BaseModel):
+    """One entry of `GET /ai/models`; every field optional because the live catalogue varies."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str | None = None
+    description: str | None = None
+    modality: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    can_stream: bool | None = Field(None, alias="can-stream")
+    can_tools: bool | None = Field(None, alias="can-tools")
+    can_think: bool | None = Field(None, alias="can-think")
+
+
+class ModelsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    api_version: str | None = Field(None, alias="api-version")
+    models: dict[str, ModelInfo]
+
+
+class ImagenResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model: str | None = None
+    files: list[str] = Field(min_length=1)
+    elapsed_time: float | None = Field(None, alias="elapsed-time")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+class ChatResult(BaseModel):
+    model: str
+    reply: str
+    finish_reason: str
+    usage: Usage | None = None
+
+
+# --- client -------------------------------------------------------------------------------------
+
+
+class OnlySqClient:
+    def __init__(self, upstream: Upstream, api_key: str, *, stream: bool = True) -> None:
+        self._upstream = upstream
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._stream = stream
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: OnDelta | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> ChatResult:
+        """One chat completion; with streaming on, `on_delta` sees each piece of text as it arrives."""
+        request: dict[str, Any] = {
+            "messages": [m.model_dump(exclude_none=True) for m in messages],
+            "stream": self._stream,
+        }
+        # Only what the caller set goes upstream, so each model keeps its own defaults.
+        if temperature is not None:
+            request["temperature"] = temperature
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        response = await self._upstream.request(
+            "POST",
+            "/ai/v2",
+            headers=self._headers,
+            json_body={"model": model, "request": request},
+            stream=self._stream,
+            on_retry=on_retry,
+        )
+        if not self._stream:
+            return self._completion(model, response)
+        try:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                # Some deployments answer a streamed request with one JSON body: take it as is.
+                await response.aread()
+                return self._completion(model, response)
+            return await self._read_stream(model, response, on_delta)
+        finally:
+            await response.aclose()
+
+    def _completion(self, model: str, response: httpx2.Response) -> ChatResult:
+        body = self._upstream.parse_json(response)
+        try:
+            completion = ChatCompletion.model_validate(body)
+        except ValidationError:
+            raise UpstreamBadResponse(UPSTREAM, missing("choices[0].message", body)) from None
+        choice = completion.choices[0]
+        finish_reason = choice.finish_reason or "stop"
+        reply = choice.message.content or ""
+        if finish_reason == "error":
+            raise GenerationFailed(UPSTREAM, generation_failed(model))
+        return ChatResult(
+            model=completion.model or model, reply=reply, finish_reason=finish_reason, usage=completion.usage
+        )
+
+    async def _read_stream(self, model: str, response: httpx2.Response, on_delta: OnDelta | None) -> ChatResult:
+        pieces: list[str] = []
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        served_model = model
+        done = False
+        try:
+            async for event in httpx2.EventSource(response):
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                if not event.data.strip():
+                    continue
+                try:
+                    data = json.loads(event.data)
+                except ValueError:
+                    raise UpstreamBadResponse(UPSTREAM, "sent a stream event that is not JSON") from None
+                if isinstance(data, dict) and "error" in data:
+                    detail = _error_text(data["error"])
+                    raise GenerationFailed(
+                        UPSTREAM, f"the model failed mid-answer ({detail}) after {sum(map(len, pieces))} characters"
+                    )
+                try:
+                    chunk = ChatChunk.model_validate(data)
+                except ValidationError:
+                    raise UpstreamBadResponse(UPSTREAM, missing("choices", data)) from None
+                served_model = chunk.model or served_model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        pieces.append(choice.delta.content)
+                        if on_delta is not None:
+                            await on_delta(choice.delta.content)
+                    finish_reason = choice.finish_reason or finish_reason
+        except httpx2.TimeoutException as exc:
+            raise self._upstream.timeout_error(exc) from None
+        except httpx2.TransportError:
+            done = False
+        if finish_reason == "error":
+            raise GenerationFailed(UPSTREAM, generation_failed(model))
+        if not done and finish_reason is None:
+            received = sum(map(len, pieces))
+            raise UpstreamBadResponse(
+                UPSTREAM,
+                f"the answer stream was cut off after {received} characters, before it was complete; "
+                "the partial answer is not returned. Try again.",
+            )
+        return ChatResult(model=served_model, reply="".join(pieces), finish_reason=finish_reason or "stop", usage=usage)
+
+    async def list_models(self, *, on_retry: OnRetry | None = None) -> ModelsResponse:
+        response = await self._upstream.request("GET", "/ai/models", on_retry=on_retry)
+        body = self._upstream.parse_json(response)
+        try:
+            return ModelsResponse.model_validate(body)
+        except ValidationError:
+            raise UpstreamBadResponse(UPSTREAM, missing("models", body)) from None
+
+    async def generate_image(
+        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+    ) -> bytes:
+        """One image per request, as the current ImaGen revision returns; bytes exactly as sent."""
+        payload: dict[str, Any] = {"model": model, "prompt": prompt, "ratio": ratio}
+        if seed is not None:
+            payload["seed"] = seed
+        response = await self._upstream.request(
+            "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry
+        )
+        body = self._upstream.parse_json(response)
+        try:
+            imagen = ImagenResponse.model_validate(body)
+        except ValidationError:
+            raise UpstreamBadResponse(UPSTREAM, missing("files", body)) from None
+        return decode_base64(UPSTREAM, imagen.files[0])
+
+
+def decode_base64(upstream: str, data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise UpstreamBadResponse(upstream, "returned image data that is not valid base64") from None
+
+
+def missing(field: str, body: Any) -> str:
+    keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+    return f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
+
+
+def generation_failed(model: str) -> str:
+    return (
+        f"model `{model}` reported a failed generation (finish_reason: error). "
+        "Try again, rephrase, or use another model."
+    )
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"][:300]
+    return str(error)[:300]

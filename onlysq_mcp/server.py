@@ -1,0 +1,157 @@
+"""Builds the MCP server: `app_factory(settings)` wires settings, upstream clients, tools and resources.
+
+Tests build their own server with test settings; the command line builds one from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import httpx2
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPDeprecationWarning
+
+from . import __version__, image_tools, tools
+from .catalogue import CatalogueCache
+from .images import ImageStore
+from .onlysq import UPSTREAM as ONLYSQ
+from .onlysq import OnlySqClient
+from .settings import Settings
+from .upstream import RetryPolicy, Upstream
+from .yandex import UPSTREAM as YANDEX
+from .yandex import YandexClient
+
+# Logging to the client is deprecated from protocol 2026-07-28 on, but the hosts of today speak
+# 2025-11-25 and show these messages; the SDK still delivers them where the protocol allows.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
+
+INSTRUCTIONS = """\
+Tools backed by the OnlySq AI API (many chat models, image generation) and, when configured, Yandex AI Studio.
+- `chat`: ask another language model (GPT, Gemini, Claude, DeepSeek, Llama, ...) for text: a second opinion,
+  a translation, a draft. Pass earlier turns in `messages` to continue a conversation.
+- `generate_image`: make pictures from a text description (OnlySq `flux` by default; Yandex models when
+  configured). Images are saved on the server and returned inline or as previews with resource links.
+- `describe_image`: have a vision model look at an image (file path, URL, data URI, or a generated image's
+  onlysq://images/... URI) and answer a question about it.
+- `list_models`: find model ids before choosing `model` for another tool; filter by kind or text.
+- Model ids must come from `list_models`; unknown ids are refused with suggestions.
+"""
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the tools need, created once per server run and shared by every session."""
+
+    settings: Settings
+    http: httpx2.AsyncClient
+    onlysq: OnlySqClient
+    yandex: YandexClient | None
+    catalogue: CatalogueCache
+    store: ImageStore
+
+
+class Runtime:
+    """Holds the services while the server runs.
+
+    Static resources get no request context from the SDK, so tools and resources alike reach the
+    services through this object rather than through the lifespan context.
+    """
+
+    def __init__(self) -> None:
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the server is not running")
+        return self._services
+
+    @asynccontextmanager
+    async def run(self, settings: Settings) -> AsyncIterator[Services]:
+        timeout = httpx2.Timeout(
+            settings.onlysq_timeout, connect=settings.onlysq_connect_timeout, pool=settings.onlysq_timeout
+        )
+        headers = {"User-Agent": f"onlysq-mcp/{__version__} (+https://github.com/onlysq-mcp/onlysq-mcp)"}
+        # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
+        async with httpx2.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as http:
+            self._services = build_services(settings, http)
+            try:
+                yield self._services
+            finally:
+                self._services = None
+
+
+def app_factory(settings: Settings) -> MCPServer[Services]:
+    runtime = Runtime()
+
+    def lifespan(_: MCPServer[Services]) -> AbstractAsyncContextManager[Services]:
+        return runtime.run(settings)
+
+    server: MCPServer[Services] = MCPServer(
+        name="onlysq-mcp",
+        title="OnlySq AI",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://github.com/onlysq-mcp/onlysq-mcp",
+        lifespan=lifespan,
+        log_level=settings.onlysq_mcp_log_level,  # type: ignore[arg-type]
+    )
+    tools.register(server, runtime)
+    image_tools.register(server, runtime)
+
+    @server.resource(
+        "onlysq://models",
+        name="model-catalogue",
+        title="Model catalogue",
+        description="Every model the upstreams offer, as JSON (the same entries `list_models` returns).",
+        mime_type="application/json",
+    )
+    async def model_catalogue() -> str:
+        catalogue = await runtime.services.catalogue.get()
+        return json.dumps(catalogue.model_dump(mode="json"), ensure_ascii=False)
+
+    return server
+
+
+def build_services(settings: Settings, http: httpx2.AsyncClient) -> Services:
+    policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
+    onlysq_upstream = Upstream(
+        name=ONLYSQ,
+        client=http,
+        base_url=str(settings.onlysq_base_url),
+        policy=policy,
+        read_timeout=settings.onlysq_timeout,
+        auth_hint="Set ONLYSQ_API_KEY to a valid key (the public key is `openai`).",
+        secrets=tuple(settings.secrets()),
+    )
+    onlysq = OnlySqClient(onlysq_upstream, settings.onlysq_api_key.get_secret_value(), stream=settings.onlysq_stream)
+    yandex = None
+    if settings.yandex_configured and settings.yandex_folder_id:
+        yandex_upstream = Upstream(
+            name=YANDEX,
+            client=http,
+            base_url=str(settings.yandex_base_url),
+            policy=policy,
+            read_timeout=settings.onlysq_timeout,
+            auth_hint="Check YANDEX_API_KEY / YANDEX_IAM_TOKEN and that YANDEX_FOLDER_ID is the folder they belong to.",
+            secrets=tuple(settings.secrets()),
+        )
+        yandex = YandexClient(
+            yandex_upstream,
+            settings.yandex_folder_id,
+            api_key=settings.yandex_api_key.get_secret_value() if settings.yandex_api_key else None,
+            iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
+        )
+    catalogue = CatalogueCache(onlysq, settings.onlysq_mcp_models_cache_ttl, include_yandex=yandex is not None)
+    return Services(
+        settings=settings,
+        http=http,
+        onlysq=onlysq,
+        yandex=yandex,
+        catalogue=catalogue,
+        store=ImageStore(settings.onlysq_mcp_output_dir),
+    )

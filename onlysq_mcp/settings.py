@@ -1,0 +1,151 @@
+"""Every setting of the server, read from environment variables and an optional `.env` file.
+
+Field names are the environment variable names in lower case, so `Settings.onlysq_api_key` is
+`ONLYSQ_API_KEY`: one name to search for in code, docs and a user's config.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_output_dir() -> Path:
+    # Imported here: platformdirs is only needed when no folder is configured.
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("onlysq-mcp", appauthor=False)) / "images"
+
+
+class ImageDelivery(StrEnum):
+    INLINE = "inline"
+    PREVIEW = "preview"
+    LINK = "link"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # --- OnlySq ---
+    onlysq_api_key: SecretStr = Field(
+        SecretStr("openai"), description="OnlySq API key; `openai` is the documented public key."
+    )
+    onlysq_base_url: HttpUrl = Field(
+        HttpUrl("https://api.onlysq.ru"),
+        description="OnlySq API root; `/ai/v2`, `/ai/imagen` and `/ai/models` are appended.",
+    )
+    onlysq_chat_model: str = Field("gpt-4o-mini", min_length=1, description="Default model of `chat`.")
+    onlysq_vision_model: str = Field("gemini-2.5-flash", min_length=1, description="Default model of `describe_image`.")
+    onlysq_image_model: str = Field("flux", min_length=1, description="Default model of `generate_image`.")
+    onlysq_stream: bool = Field(
+        True, description="Stream chat replies from the upstream (server-sent events); off for proxies that break SSE."
+    )
+
+    # --- Yandex AI Studio ---
+    yandex_api_key: SecretStr | None = Field(None, description="Yandex AI Studio API key (sent as `Api-Key`).")
+    yandex_iam_token: SecretStr | None = Field(
+        None, description="Yandex IAM token (sent as `Bearer`), used when no API key is set."
+    )
+    yandex_folder_id: str | None = Field(None, description="Yandex Cloud folder id that owns the image models.")
+    yandex_base_url: HttpUrl = Field(
+        HttpUrl("https://ai.api.cloud.yandex.net"), description="Yandex AI Studio API root."
+    )
+
+    # --- Upstream calls ---
+    onlysq_connect_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds to wait for a connection to an upstream."
+    )
+    onlysq_timeout: Annotated[float, Field(gt=0)] = Field(
+        120.0,
+        description="Seconds to wait for upstream data: the whole answer, or the next chunk of a stream.",
+    )
+    onlysq_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="Retries after a 429, 502, 503, 504 or connection error."
+    )
+    onlysq_retry_backoff: Annotated[float, Field(ge=0)] = Field(
+        0.5, description="First wait between retries in seconds; doubles each time, with jitter."
+    )
+    onlysq_retry_deadline: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="No retry starts later than this many seconds after the first try."
+    )
+    onlysq_mcp_models_cache_ttl: Annotated[float, Field(ge=0)] = Field(
+        600.0, description="Seconds the live model catalogue is reused before it is fetched again."
+    )
+
+    # --- Images ---
+    onlysq_mcp_output_dir: Path = Field(
+        default_factory=default_output_dir,
+        description="Folder where generated images are saved (created on first use).",
+    )
+    onlysq_mcp_image_delivery: ImageDelivery = Field(
+        ImageDelivery.PREVIEW,
+        description="`inline` full images, `preview` (downscaled when over budget), or `link` (no image data).",
+    )
+    onlysq_mcp_inline_budget: Annotated[int, Field(ge=10_000)] = Field(
+        700_000, description="Most bytes of base64 image data inlined in one tool result."
+    )
+    onlysq_mcp_max_input_bytes: Annotated[int, Field(ge=1024)] = Field(
+        20_000_000, description="Largest image `describe_image` accepts (file, URL or data)."
+    )
+    onlysq_mcp_vision_max_side: Annotated[int, Field(ge=64)] = Field(
+        2048, description="Longer images are downscaled to this side before they are sent for description."
+    )
+    onlysq_mcp_vision_max_bytes: Annotated[int, Field(ge=10_000)] = Field(
+        4_000_000, description="Larger images are re-encoded smaller before they are sent for description."
+    )
+
+    onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
+
+    @field_validator("onlysq_mcp_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _yandex_complete(self) -> Settings:
+        has_credential = self.yandex_api_key is not None or self.yandex_iam_token is not None
+        if has_credential and not self.yandex_folder_id:
+            raise ValueError("YANDEX_FOLDER_ID must be set when YANDEX_API_KEY or YANDEX_IAM_TOKEN is set")
+        return self
+
+    @property
+    def yandex_configured(self) -> bool:
+        return bool(self.yandex_folder_id) and (self.yandex_api_key is not None or self.yandex_iam_token is not None)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, so messages from upstreams can be scrubbed of them."""
+        values = [self.onlysq_api_key, self.yandex_api_key, self.yandex_iam_token]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+class SettingsError(Exception):
+    """The environment holds a setting that cannot be used; the message names it in one line."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{field.upper()}: {message}" if field else message)
+    return "invalid setting " + "; ".join(problems)

@@ -1,0 +1,177 @@
+"""Build the bundled model catalogue from the OnlySq documentation seed.
+
+Usage: python scripts/build_catalogue.py [SEED] [OUT]
+
+Reads the "Overview of OnlySq models" tables of the seed and writes
+onlysq_mcp/data/models.json in the shape of the live GET /ai/models answer:
+{"api-version": ..., "models": {id: {...}}}. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SEED = ROOT / ".." / "shared" / "seeds" / "002_40bb8202e1688050.txt"
+DEFAULT_OUT = ROOT / "onlysq_mcp" / "data" / "models.json"
+API_VERSION = "seed-002"
+
+# Section heading -> default owner ("other" when the section names no vendor).
+SECTIONS = {
+    "ChatGPT models": "openai",
+    "DeepSeek models": "deepseek",
+    "Llama models": "meta",
+    "Claude models": "anthropic",
+    "Le Chat models": "mistral",
+    "Qwen models": "alibaba",
+    "Google models": "google",
+    "Cohere models": "cohere",
+    "Other models": "other",
+    "Image models": "other",
+    "Sound models": "other",
+}
+# Id prefixes that clearly name a family; they win over the section's owner.
+FAMILIES = [
+    ("gpt", "openai"),
+    ("chatgpt", "openai"),
+    ("searchgpt", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("deepseek", "deepseek"),
+    ("llama", "meta"),
+    ("claude", "anthropic"),
+    ("mistral", "mistral"),
+    ("qwen", "alibaba"),
+    ("gemini", "google"),
+    ("gemma", "google"),
+    ("gtts", "google"),
+    ("command", "cohere"),
+    ("c4ai", "cohere"),
+    ("phi", "microsoft"),
+    ("grok", "xai"),
+    ("zai-glm", "zhipu"),
+    ("kimi", "moonshot"),
+    ("flux", "black-forest-labs"),
+]
+MODALITIES = {"Text": "text", "Images": "image", "Sound": "sound"}
+WORDS = {
+    "gpt": "GPT",
+    "chatgpt": "ChatGPT",
+    "searchgpt": "SearchGPT",
+    "oss": "OSS",
+    "glm": "GLM",
+    "zai": "ZAI",
+    "vl": "VL",
+    "it": "IT",
+    "api": "API",
+    "c4ai": "C4AI",
+    "gtts": "gTTS",
+    "deepseek": "DeepSeek",
+}
+
+
+def repair(text: str) -> str:
+    """Undo UTF-8 text that was decoded as cp1252 ("GPTâ€‘4o" -> "GPT‑4o")."""
+
+    def fix(run: re.Match[str]) -> str:
+        try:
+            raw = run.group().encode("cp1252")
+        except UnicodeEncodeError:
+            return run.group()  # not cp1252 mojibake: keep as is
+        # cp1252 has no character for byte 0x9D, so a right double quote
+        # (E2 80 9D) lost its last byte: restore it where it is missing.
+        raw = re.sub(rb"\xe2\x80(?![\x80-\xbf])", b"\xe2\x80\x9d", raw)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return run.group()
+
+    return re.sub(r"[^\x00-\x7f]+", fix, text)
+
+
+def display_name(model_id: str) -> str:
+    """gpt-4o-mini -> GPT-4o Mini, o3-mini -> o3 Mini, llama-3.3-70b -> Llama 3.3 70B."""
+    words: list[str] = []
+    for token in model_id.split("-"):
+        if token in WORDS:
+            word = WORDS[token]
+        elif re.fullmatch(r"o\d|\d+(\.\d+)?o", token):  # o3, 4o
+            word = token
+        elif re.fullmatch(r"[a-z]?\d+(\.\d+)?[a-z]?", token):  # 70b, r1, a22b, 3.5
+            word = token.upper()
+        else:
+            word = token.capitalize()
+        if words and (
+            words[-1] in ("GPT", "ChatGPT")
+            or (word.isdigit() and re.fullmatch(r"[\d-]+", words[-1]))
+        ):
+            words[-1] += "-" + word  # GPT-4o, 2024-07-18
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
+def owner_of(model_id: str, section: str) -> str:
+    for prefix, owner in FAMILIES:
+        if re.match(rf"{re.escape(prefix)}(\b|\d)", model_id):
+            return owner
+    return SECTIONS[section]
+
+
+def parse(lines: list[str]) -> dict[str, dict]:
+    start = lines.index("Overview of OnlySq models")
+    models: dict[str, dict] = {}
+    section = last = None
+    for number, line in enumerate(lines[start:], start + 1):
+        line = line.rstrip()
+        if line == "Pager":  # end of the page
+            break
+        if line in SECTIONS:
+            section = line
+        elif line == "OpenAI SDK" and last is not None:
+            last["endpoints"].append(line)
+        elif "\t" in line and not line.startswith("Model name\t"):
+            cells = [cell.strip() for cell in line.split("\t")]
+            if len(cells) != 5 or cells[3] not in MODALITIES or section is None:
+                sys.exit(f"line {number}: cannot parse row {line!r}")
+            model_id, description, kind, modality, endpoint = cells
+            last = {
+                "name": display_name(model_id),
+                "description": repair(description),
+                "modality": MODALITIES[modality],
+                "tier": None,
+                "status": "work",
+                "can-stream": None,
+                "can-tools": None,
+                "can-think": None,
+                "cost": None,
+                "owner": owner_of(model_id, section),
+                "type": kind,
+                "endpoints": [endpoint],
+            }
+            models.setdefault(model_id, last)  # a duplicate keeps the first entry
+        else:
+            last = None
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seed", nargs="?", type=Path, default=DEFAULT_SEED)
+    parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    models = parse(args.seed.read_text(encoding="utf-8").splitlines())
+    catalogue = {"api-version": API_VERSION, "models": models}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(catalogue, indent=1, ensure_ascii=False) + "\n"
+    args.out.write_text(text, encoding="utf-8", newline="\n")
+    print(f"{len(models)} models -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1054 @@
+"""A local fake of the upstream HTTP APIs: the OnlySq AI API and Yandex AI Studio image generation.
+
+It is a real HTTP server (uvicorn, h11) bound to 127.0.0.1 and run in a background thread with its own
+event loop, so synchronous code, subprocesses and async tests can all talk to it over a socket. The
+wire formats follow `/work/shared/docs/upstreams.md` and the seeds next to it.
+
+    fake = FakeUpstream()
+    fake.start()
+    fake.add_fault("/ai/v2", "status", status=429, retry_after="1")
+    ...
+    fake.stop()
+
+Standalone, for benchmarks and manual runs: `python tests/fake_upstream.py --port 8765`.
+
+Every request is recorded (`fake.requests`). Knobs are plain attributes read on each request; `reset()`
+restores them. Faults are queued per path with `add_fault()` and consumed FIFO, one per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import re
+import secrets
+import socket
+import string
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Final
+
+import uvicorn
+from PIL import Image, ImageDraw
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = [
+    "CHAT_PATH",
+    "FAULT_KINDS",
+    "IMAGEN_PATH",
+    "IMAGEN_RATIOS",
+    "MODELS_PATH",
+    "YANDEX_IMAGES_PATH",
+    "FakeUpstream",
+    "Fault",
+    "RecordedRequest",
+    "default_models",
+]
+
+CHAT_PATH: Final = "/ai/v2"
+IMAGEN_PATH: Final = "/ai/imagen"
+MODELS_PATH: Final = "/ai/models"
+YANDEX_IMAGES_PATH: Final = "/v1/images/generations"
+
+IMAGEN_RATIOS: Final = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+CHAT_ROLES: Final = frozenset({"system", "user", "assistant"})
+
+FAULT_KINDS: Final = frozenset(
+    {
+        "status",
+        "malformed",
+        "html",
+        "missing_field",
+        "finish_error",
+        "bad_base64",
+        "not_image",
+        "cut_stream",
+        "stream_error",
+        "stall",
+        "delay",
+        "drop",
+    }
+)
+# Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
+# fails loudly instead of silently testing nothing.
+_KIND_PATHS: Final[dict[str, frozenset[str]]] = {
+    "missing_field": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, MODELS_PATH}),
+    "finish_error": frozenset({CHAT_PATH}),
+    "cut_stream": frozenset({CHAT_PATH}),
+    "stream_error": frozenset({CHAT_PATH}),
+    "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+}
+
+MALFORMED_BODY: Final = b'{"choices": ['
+BAD_BASE64: Final = "not*base64!!"
+NOT_IMAGE_BYTES: Final = b"hello world"
+# Gemini bills a fixed number of tokens per image; the fake mimics that so usage grows with images.
+_TOKENS_PER_IMAGE: Final = 258
+
+_YANDEX_GRPC_CODES: Final[dict[int, int]] = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    429: 8,  # RESOURCE_EXHAUSTED
+    500: 13,  # INTERNAL
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
+}
+_YANDEX_MODEL_URI: Final = re.compile(r"^art://([^/]+)/([^/]+)(?:/([^/]+))?$")
+_YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
+_YANDEX_PROMPT_LIMIT: Final = 32_000
+
+# A private scope key through which the h11 protocol below hands its transport to the app ("drop").
+_TRANSPORT_KEY: Final = "fake_upstream.transport"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def default_models() -> dict[str, dict[str, Any]]:
+    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id)."""
+
+    def entry(
+        name: str,
+        description: str,
+        modality: str,
+        owner: str,
+        *,
+        status: str = "work",
+        can_stream: bool = True,
+        can_tools: bool = False,
+        can_think: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "description": description,
+            "modality": modality,
+            "tier": 0,
+            "status": status,
+            "can-stream": can_stream,
+            "can-tools": can_tools,
+            "can-think": can_think,
+            "cost": 0,
+            "owner": owner,
+        }
+
+    return {
+        "gpt-4o-mini": entry(
+            "GPT-4o mini",
+            "A small model with superior textual intelligence and multimodal reasoning",
+            "text",
+            "openai",
+            can_tools=True,
+        ),
+        "gpt-4o": entry(
+            "GPT-4o",
+            'GPT-4o ("o" for "omni") is a step towards much more natural human-computer interaction',
+            "text",
+            "openai",
+            can_tools=True,
+        ),
+        "gemini-2.5-flash": entry(
+            "Gemini 2.5 Flash",
+            "A fast and efficient version of Google's Gemini model, optimized for real-time, low-latency "
+            "tasks while maintaining strong multi-modal understanding.",
+            "text",
+            "google",
+            can_tools=True,
+        ),
+        "gemini-2.0-flash": entry(
+            "Gemini 2.0 Flash",
+            "A fast, efficient model optimized for quick responses and cost-effective tasks while "
+            "maintaining strong performance.",
+            "text",
+            "google",
+            can_tools=True,
+        ),
+        "deepseek-v3": entry(
+            "DeepSeek V3",
+            "Deepseek-V3 is an advanced AI model by Deepseek, excelling in reasoning, code generation, "
+            "and multi-step problem-solving.",
+            "text",
+            "deepseek",
+            status="beta",
+        ),
+        "flux": entry(
+            "FLUX",
+            "Flux is a 12 billion parameter rectified flow transformer capable of generating images "
+            "from text descriptions.",
+            "image",
+            "black-forest-labs",
+            can_stream=False,
+        ),
+        "flux-2-dev": entry(
+            "FLUX.2 dev",
+            "The second generation of FLUX, open-weights development release.",
+            "image",
+            "black-forest-labs",
+            can_stream=False,
+        ),
+        "gtts": entry(
+            "gTTS",
+            "gTTS (Google Text-to-Speech) generates natural-sounding speech audio from text in multiple languages.",
+            "sound",
+            "google",
+            can_stream=False,
+        ),
+        # Present only in the fake's live answer, so tests can tell a fetched catalogue from a bundled one.
+        "fake-live-only": entry(
+            "Fake live-only model",
+            "Exists only in the fake upstream's /ai/models answer.",
+            "text",
+            "fake",
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    json: Any  # the parsed body, or None when it is empty or not JSON
+    time: float  # time.time() on arrival
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A queued misbehaviour for one request; see `FakeUpstream.add_fault`."""
+
+    kind: str
+    status: int | None = None
+    retry_after: str | None = None
+    message: str | None = None
+    delay: float = 0.0
+    after_chunks: int = 1
+
+
+class _HTTPError(Exception):
+    """A validation failure; the dispatcher renders it in the endpoint's own error style."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _SeenImage:
+    width: int
+    height: int
+    mime: str
+    size: int
+
+
+class _DroppableH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, exposing the connection's transport to the app.
+
+    ASGI has no way to close a connection without answering (uvicorn turns "no response" into a 500),
+    and the "drop" fault needs exactly that.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        inner = self.app
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[_TRANSPORT_KEY] = transport
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+class FakeUpstream:
+    """Fake OnlySq + Yandex AI Studio server. See the module docstring and `add_fault`."""
+
+    # Knobs; `reset()` restores these defaults.
+    latency: float
+    api_keys: set[str]
+    models: dict[str, dict[str, Any]]
+    api_version: str
+    chat_reply: str | None
+    stream_piece_chars: int
+    stream_chunk_delay: float
+    imagen_format: str
+    image_long_side: int
+    image_noise: bool
+    omit_size: bool
+    yandex_api_keys: set[str]
+    yandex_iam_tokens: set[str]
+    yandex_folder: str
+    yandex_models: set[str]
+    yandex_format: str
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults: dict[str, deque[Fault]] = {}
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._set_defaults()
+
+    def _set_defaults(self) -> None:
+        self.latency = 0.0
+        self.api_keys = {"openai", "test-key"}
+        self.models = default_models()
+        self.api_version = "fake-1"
+        self.chat_reply = None
+        self.stream_piece_chars = 4
+        self.stream_chunk_delay = 0.0
+        self.imagen_format = "PNG"
+        self.image_long_side = 64
+        self.image_noise = False
+        self.omit_size = False
+        self.yandex_api_keys = {"yandex-test-key"}
+        self.yandex_iam_tokens = {"yandex-test-iam"}
+        self.yandex_folder = "b1gfaketestfolder"
+        self.yandex_models = {"aliceai-image-art-3.0", "yandex-art"}
+        self.yandex_format = "JPEG"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Serve in a background thread; return once the port accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("FakeUpstream is already running")
+        # Binding here, not in uvicorn, makes the port (and base_url) known before the thread starts.
+        # An explicit IPPROTO_TCP makes asyncio set TCP_NODELAY on accepted sockets (it checks `sock.proto`);
+        # without it Nagle + delayed ACK add ~40 ms to every request on a kept-alive connection.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._asgi,
+            http=_DroppableH11Protocol,
+            interface="asgi3",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            # In-flight stalls are woken by `stop()`; this only bounds a stuck client.
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stopping = asyncio.Event()
+            await server.serve(sockets=[sock])
+
+        self._thread = threading.Thread(target=asyncio.run, args=(serve(),), name="fake-upstream", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._thread = None
+                sock.close()
+                raise RuntimeError("FakeUpstream failed to start")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        thread, server, loop, stopping = self._thread, self._server, self._loop, self._stopping
+        if thread is None or server is None:
+            return
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        server.should_exit = True
+        thread.join(timeout=5)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=5)
+        self._thread = self._server = None
+        self._loop = None
+        self._stopping = None
+
+    def __enter__(self) -> FakeUpstream:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Restore every knob, and clear recorded requests, queued faults and in-flight statistics."""
+        self._set_defaults()
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+            self._max_in_flight = self._in_flight
+
+    # ------------------------------------------------------------------ test-facing API
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == path]
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most requests being handled at once since start or `reset()` (for concurrency-limit tests)."""
+        with self._lock:
+            return self._max_in_flight
+
+    def add_fault(
+        self,
+        path: str,
+        kind: str,
+        *,
+        times: int = 1,
+        status: int | None = None,
+        retry_after: str | None = None,
+        message: str | None = None,
+        delay: float = 0.0,
+        after_chunks: int = 1,
+    ) -> None:
+        """Make the next `times` requests to `path` misbehave. Queued faults are used FIFO per path.
+
+        Kinds: status, malformed, html, missing_field, finish_error, bad_base64, not_image, cut_stream,
+        stream_error, stall, delay, drop (see the report / docstring of each branch in `_dispatch`).
+        `status` defaults to 500 for "status" and 200 for "html".
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        allowed = _KIND_PATHS.get(kind)
+        if allowed is not None and path not in allowed:
+            raise ValueError(f"fault {kind!r} does not apply to {path!r} (only {sorted(allowed)})")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        fault = Fault(kind, status, retry_after, message, delay, after_chunks)
+        with self._lock:
+            self._faults.setdefault(path, deque()).extend([fault] * times)
+
+    def pending_faults(self, path: str) -> int:
+        with self._lock:
+            return len(self._faults.get(path, ()))
+
+    # ------------------------------------------------------------------ ASGI plumbing
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        path: str = scope["path"]
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        try:
+            parsed = json.loads(body) if body else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        record = RecordedRequest(
+            method=scope["method"],
+            path=path,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            json=parsed,
+            time=time.time(),
+        )
+        with self._lock:
+            self._requests.append(record)
+            queue = self._faults.get(path)
+            fault = queue.popleft() if queue else None
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        exchange = _Exchange(self, scope, send, record, fault)
+        try:
+            await self._sleep(self.latency)
+            await self._dispatch(exchange)
+        except _HTTPError as err:
+            await exchange.send_error(err.status, err.message)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when the server stops so shutdown never waits for a stall."""
+        if seconds <= 0:
+            return
+        stopping = self._stopping
+        if stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        waiter = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+
+    async def _dispatch(self, ex: _Exchange) -> None:
+        fault = ex.fault
+        if fault is not None:
+            if fault.kind == "drop":
+                await ex.drop()
+                return
+            if fault.kind == "delay":
+                await self._sleep(fault.delay)
+            elif fault.kind == "status":
+                status = fault.status or 500
+                extra = [("retry-after", fault.retry_after)] if fault.retry_after is not None else []
+                await ex.send_error(status, fault.message or _phrase(status), extra)
+                return
+            elif fault.kind == "html":
+                await ex.send_html(fault.status or 200, fault.message)
+                return
+            elif fault.kind == "malformed":
+                await ex.send_raw(200, MALFORMED_BODY, "application/json")
+                return
+        method, path = ex.record.method, ex.record.path
+        routes: dict[str, tuple[str, Callable[[_Exchange], Awaitable[None]]]] = {
+            CHAT_PATH: ("POST", self._chat),
+            IMAGEN_PATH: ("POST", self._imagen),
+            MODELS_PATH: ("GET", self._models),
+            YANDEX_IMAGES_PATH: ("POST", self._yandex_images),
+        }
+        route = routes.get(path)
+        if route is None:
+            raise _HTTPError(404, "Not Found")
+        if method != route[0]:
+            raise _HTTPError(405, "Method Not Allowed")
+        await route[1](ex)
+
+    # ------------------------------------------------------------------ OnlySq
+
+    def _require_onlysq_key(self, ex: _Exchange) -> None:
+        scheme, _, key = ex.record.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or key.strip() not in self.api_keys:
+            raise _HTTPError(401, "Invalid API key")
+
+    async def _models(self, ex: _Exchange) -> None:
+        payload: dict[str, Any] = {"api-version": self.api_version, "models": copy.deepcopy(self.models)}
+        if ex.fault_kind == "missing_field":
+            del payload["models"]
+        await ex.send_json(200, payload)
+
+    async def _chat(self, ex: _Exchange) -> None:
+        self._require_onlysq_key(ex)
+        body = ex.json_object()
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _HTTPError(400, "Field 'model' is required")
+        request = body.get("request")
+        if not isinstance(request, dict):
+            raise _HTTPError(400, "Field 'request' is required")
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _HTTPError(400, "Field 'request.messages' must be a non-empty list")
+        info = self.models.get(model)
+        if info is None:
+            raise _HTTPError(400, f"Model '{model}' not found")
+        if info.get("modality") != "text":
+            raise _HTTPError(400, f"Model '{model}' does not support chat")
+        stream = request.get("stream", False)
+        if not isinstance(stream, bool):
+            raise _HTTPError(400, "Field 'request.stream' must be a boolean")
+        temperature = request.get("temperature")
+        if temperature is not None and (
+            isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
+        ):
+            raise _HTTPError(400, "Field 'request.temperature' must be a number between 0 and 2")
+        max_tokens = request.get("max_tokens")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise _HTTPError(400, "Field 'request.max_tokens' must be a positive integer")
+
+        prompt_tokens = 0
+        last_user: tuple[str, list[_SeenImage]] | None = None
+        for index, message in enumerate(messages):
+            role, text, images = _parse_message(index, message, model)
+            prompt_tokens += _count_tokens(text) + _TOKENS_PER_IMAGE * len(images)
+            if role == "user":
+                last_user = (text, images)
+
+        if self.chat_reply is not None:
+            reply = self.chat_reply
+        elif last_user is not None and last_user[1]:
+            seen = " ".join(
+                f"I see a {img.width}x{img.height} {img.mime} image ({img.size} bytes)." for img in last_user[1]
+            )
+            reply = f"{seen} Question: {last_user[0]}"
+        else:
+            reply = "Echo: " + (last_user[0] if last_user is not None else "")
+
+        if stream:
+            await self._stream_chat(ex, model, reply, prompt_tokens)
+            return
+
+        if ex.fault_kind == "stream_error":
+            # A non-streamed request cannot be cut mid-stream; the closest thing is a 200 carrying an error.
+            await ex.send_json(200, {"error": {"message": ex.fault_message("provider failed")}})
+            return
+        finish = "stop"
+        if ex.fault_kind == "finish_error":
+            reply, finish = "", "error"
+        completion_tokens = _count_tokens(reply)
+        payload: dict[str, Any] = {
+            "id": _random_id("chat_"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply, "refusal": None, "annotations": []},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": _usage(prompt_tokens, completion_tokens),
+            "user": 0,
+        }
+        if ex.fault_kind == "missing_field":
+            del payload["choices"]
+        await ex.send_json(200, payload)
+
+    async def _stream_chat(self, ex: _Exchange, model: str, reply: str, prompt_tokens: int) -> None:
+        chat_id = _random_id("chatcmpl_")
+        created = int(time.time())
+        kind = ex.fault_kind
+        after = ex.fault.after_chunks if ex.fault is not None else 0
+        step = max(1, self.stream_piece_chars)
+        pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
+
+        def chunk(delta: dict[str, str], finish: str | None, usage: dict[str, int] | None) -> dict[str, Any]:
+            payload: dict[str, Any] = {
+                "id": chat_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "usage": usage,
+            }
+            if kind == "missing_field":
+                del payload["choices"]
+            return payload
+
+        async def checkpoint() -> bool:
+            """Apply a mid-stream fault once `after` chunks are out; True means the stream must end."""
+            if kind == "cut_stream":
+                return True
+            if kind == "stream_error":
+                await ex.send_event({"error": {"message": ex.fault_message("provider failed")}})
+                return True
+            if kind == "stall" and ex.fault is not None:
+                await self._sleep(ex.fault.delay)
+            return False
+
+        await ex.start(200, "text/event-stream; charset=utf-8", [("cache-control", "no-cache")])
+        for sent, piece in enumerate(pieces):
+            if sent == after and await checkpoint():
+                await ex.end()
+                return
+            if sent:
+                await self._sleep(self.stream_chunk_delay)
+            await ex.send_event(chunk({"content": piece, "role": "assistant"}, None, None))
+        if after >= len(pieces) and await checkpoint():
+            await ex.end()
+            return
+        await self._sleep(self.stream_chunk_delay if pieces else 0)
+        finish = "error" if kind == "finish_error" else "stop"
+        usage = _usage(prompt_tokens, _count_tokens(reply))
+        await ex.send_event(chunk({}, finish, usage))
+        await ex.send_body(b"data: [DONE]\n\n")
+        await ex.end()
+
+    async def _imagen(self, ex: _Exchange) -> None:
+        self._require_onlysq_key(ex)
+        body = ex.json_object()
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _HTTPError(400, "Field 'model' is required")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _HTTPError(400, "Field 'prompt' is required")
+        ratio = body.get("ratio")
+        if ratio is None:
+            ratio = "1:1"
+        if ratio not in IMAGEN_RATIOS:
+            raise _HTTPError(400, f"Invalid ratio {ratio!r}; expected one of {', '.join(IMAGEN_RATIOS)}")
+        info = self.models.get(model)
+        if info is None:
+            raise _HTTPError(400, f"Model '{model}' not found")
+        if info.get("modality") != "image":
+            raise _HTTPError(400, f"Model '{model}' is not an image model")
+        seed = body.get("seed")
+        ratio_w, ratio_h = (int(part) for part in ratio.split(":"))
+        width, height = _size_for_ratio(ratio_w, ratio_h, self.image_long_side)
+        started = time.perf_counter()
+        encoded = await self._render_b64(ex, prompt, seed, width, height, self.imagen_format)
+        payload: dict[str, Any] = {
+            "id": _random_id("imagen_"),
+            "created": int(time.time()),
+            "model": model,
+            "files": [encoded],
+            "ratio": ratio,
+            "size": {"width": width, "height": height},
+            "elapsed-time": time.perf_counter() - started,
+            # Seed 000 shows usage 1311 for 1366x768, i.e. pixels // 800.
+            "usage": max(1, width * height // 800),
+            "user": 0,
+        }
+        if seed is not None:
+            payload["seed"] = seed
+        if self.omit_size:
+            del payload["size"]
+        if ex.fault_kind == "missing_field":
+            del payload["files"]
+        await ex.send_json(200, payload)
+
+    async def _render_b64(
+        self, ex: _Exchange, prompt: str, seed: object, width: int, height: int, image_format: str
+    ) -> str:
+        if ex.fault_kind == "bad_base64":
+            return BAD_BASE64
+        if ex.fault_kind == "not_image":
+            return base64.b64encode(NOT_IMAGE_BYTES).decode("ascii")
+        # Off the event loop: a 2048 px noise PNG takes long enough to stall concurrent requests.
+        data = await asyncio.to_thread(_render_image, prompt, seed, width, height, image_format, self.image_noise)
+        return base64.b64encode(data).decode("ascii")
+
+    # ------------------------------------------------------------------ Yandex AI Studio
+
+    async def _yandex_images(self, ex: _Exchange) -> None:
+        scheme, _, credential = ex.record.headers.get("authorization", "").partition(" ")
+        credential = credential.strip()
+        authorised = (scheme.lower() == "api-key" and credential in self.yandex_api_keys) or (
+            scheme.lower() == "bearer" and credential in self.yandex_iam_tokens
+        )
+        if not authorised:
+            raise _HTTPError(401, "Unknown api key")
+        body = ex.json_object()
+        model = body.get("model")
+        match = _YANDEX_MODEL_URI.match(model) if isinstance(model, str) else None
+        if match is None:
+            raise _HTTPError(400, f"Invalid model URI {model!r}; expected art://<folder_id>/<model>")
+        folder, name = match.group(1), match.group(2)
+        if folder != self.yandex_folder:
+            raise _HTTPError(403, f"Permission to [resource-manager.folder {folder}] denied")
+        if name not in self.yandex_models:
+            raise _HTTPError(400, f"Unknown model {name!r}")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _HTTPError(400, "Field 'prompt' is required")
+        if len(prompt) > _YANDEX_PROMPT_LIMIT:
+            raise _HTTPError(400, f"Prompt is longer than {_YANDEX_PROMPT_LIMIT} characters")
+        size = body.get("size")
+        if size is None:
+            size = "1x1"
+        size_match = _YANDEX_SIZE.match(size) if isinstance(size, str) else None
+        if size_match is None or int(size_match.group(1)) == 0 or int(size_match.group(2)) == 0:
+            raise _HTTPError(400, f"Invalid size {size!r}; expected <width>x<height>, e.g. 16x9")
+        # Any WxH is read as an aspect ratio, pixel sizes included.
+        width, height = _size_for_ratio(int(size_match.group(1)), int(size_match.group(2)), self.image_long_side)
+        encoded = await self._render_b64(ex, prompt, body.get("seed"), width, height, self.yandex_format)
+        input_tokens = _count_tokens(prompt)
+        payload: dict[str, Any] = {
+            "created": int(time.time()),
+            "data": [{"b64_json": encoded}],
+            "output_format": self.yandex_format.lower(),
+            "size": f"{width}x{height}",
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1, "total_tokens": input_tokens + 1},
+        }
+        if ex.fault_kind == "missing_field":
+            del payload["data"]
+        await ex.send_json(200, payload)
+
+    # ------------------------------------------------------------------ standalone
+
+    def serve_forever(self) -> None:
+        """Block until Ctrl-C; for the standalone `__main__` run."""
+        if self._thread is None:
+            self.start()
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+
+class _Exchange:
+    """One request/response, with the send helpers that apply the request's fault."""
+
+    def __init__(
+        self, fake: FakeUpstream, scope: Scope, send: Send, record: RecordedRequest, fault: Fault | None
+    ) -> None:
+        self.fake = fake
+        self.scope = scope
+        self._send = send
+        self.record = record
+        self.fault = fault
+
+    @property
+    def fault_kind(self) -> str | None:
+        return self.fault.kind if self.fault is not None else None
+
+    def fault_message(self, default: str) -> str:
+        return (self.fault.message if self.fault is not None else None) or default
+
+    def json_object(self) -> dict[str, Any]:
+        if not isinstance(self.record.json, dict):
+            raise _HTTPError(400, "Request body must be a JSON object")
+        return self.record.json
+
+    async def start(self, status: int, content_type: str, extra: list[tuple[str, str]] | None = None) -> None:
+        headers = [("content-type", content_type), *(extra or [])]
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+        )
+
+    async def send_body(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def send_event(self, payload: Any) -> None:
+        await self.send_body(b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n")
+
+    async def send_raw(
+        self, status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        await self.start(status, content_type, [("content-length", str(len(body))), *(extra or [])])
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def send_json(self, status: int, payload: Any) -> None:
+        """Send a success body, honouring the "stall" and (for non-streams) "cut_stream" faults."""
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        if self.fault is not None and self.fault.kind in ("stall", "cut_stream"):
+            await self.start(status, "application/json", [("content-length", str(len(body)))])
+            if self.fault.kind == "stall":
+                await self.fake._sleep(self.fault.delay)
+                await self._send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            # A truncated body followed by a closed connection: the client sees an incomplete read.
+            await self.send_body(body[: len(body) // 2])
+            await self.drop()
+            return
+        await self.send_raw(status, body, "application/json")
+
+    async def send_error(self, status: int, message: str, extra: list[tuple[str, str]] | None = None) -> None:
+        error: dict[str, Any] = {"message": message}
+        if self.record.path == YANDEX_IMAGES_PATH:
+            error = {
+                "grpcCode": _YANDEX_GRPC_CODES.get(status, 2),
+                "httpCode": status,
+                "message": message,
+                "httpStatus": _phrase(status),
+            }
+        body = json.dumps({"error": error}).encode()
+        await self.send_raw(status, body, "application/json", extra)
+
+    async def send_html(self, status: int, message: str | None) -> None:
+        title = f"{status} {_phrase(status)}"
+        text = message or title
+        page = (
+            f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{text}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+        )
+        await self.send_raw(status, page.encode(), "text/html")
+
+    async def drop(self) -> None:
+        transport = self.scope.get(_TRANSPORT_KEY)
+        if transport is None:
+            raise RuntimeError("drop needs the fake's own h11 protocol")
+        transport.abort()
+        # Let uvicorn see connection_lost before the app returns, or it logs a spurious "no response" error.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _parse_message(index: int, message: object, model: str) -> tuple[str, str, list[_SeenImage]]:
+    """Validate one chat message; return (role, text, images)."""
+    if not isinstance(message, dict):
+        raise _HTTPError(400, f"Message {index} must be an object")
+    role = message.get("role")
+    if role not in CHAT_ROLES:
+        raise _HTTPError(400, f"Invalid role {role!r} in message {index}; expected system, user or assistant")
+    content = message.get("content")
+    if isinstance(content, str):
+        return role, content, []
+    if not isinstance(content, list):
+        raise _HTTPError(400, f"Message {index} content must be a string or a list of parts")
+    texts: list[str] = []
+    images: list[_SeenImage] = []
+    for part in content:
+        part_type = part.get("type") if isinstance(part, dict) else None
+        if part_type == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif part_type == "image_url":
+            if not model.startswith("gemini"):
+                raise _HTTPError(400, f"Model {model} does not support images")
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, dict) else None
+            if not isinstance(url, str):
+                raise _HTTPError(400, f"Message {index}: image_url.url is required")
+            images.append(_decode_data_uri(url))
+        else:
+            raise _HTTPError(400, f"Message {index}: unsupported content part {part!r:.80}")
+    return role, " ".join(texts), images
+
+
+def _sniff_image(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def _decode_data_uri(url: str) -> _SeenImage:
+    header, comma, payload = url.partition(",")
+    if not url.startswith("data:") or not comma or not header.endswith(";base64"):
+        raise _HTTPError(400, "Only base64 data URIs (data:<mime>;base64,...) are supported for images")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise _HTTPError(400, "Image data is not valid base64") from None
+    mime = _sniff_image(data)
+    if mime is None:
+        raise _HTTPError(400, "Image data is not a PNG, JPEG, WebP or GIF image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:
+        raise _HTTPError(400, "Image data could not be decoded") from None
+    return _SeenImage(width, height, mime, len(data))
+
+
+def _render_image(prompt: str, seed: object, width: int, height: int, image_format: str, noise: bool) -> bytes:
+    """Draw an image that depends on prompt and seed, so different requests give different bytes."""
+    digest = hashlib.sha256(f"{prompt}\0{seed}".encode()).digest()
+    if noise:
+        # Random pixels defeat PNG compression, which is the point of the large-image tests.
+        count = width * height * 3
+        pixels = os.urandom(count) if seed is None else random.Random(digest).randbytes(count)
+        image = Image.frombytes("RGB", (width, height), pixels)
+    else:
+        image = Image.new("RGB", (width, height), (digest[0], digest[1], digest[2]))
+        draw = ImageDraw.Draw(image)
+        x0, y0 = digest[6] % max(1, width // 2), digest[7] % max(1, height // 2)
+        draw.ellipse((x0, y0, x0 + width // 2, y0 + height // 2), fill=(digest[3], digest[4], digest[5]))
+        bar = max(1, height // 8)
+        accent = (digest[9], digest[10], digest[11])
+        draw.rectangle((0, height - bar, width * digest[8] // 255, height - 1), fill=accent)
+    out = io.BytesIO()
+    fmt = image_format.upper()
+    if fmt == "PNG":
+        image.save(out, "PNG", compress_level=1 if noise else 6)
+    elif fmt in ("JPEG", "JPG"):
+        image.save(out, "JPEG", quality=90)
+    else:
+        image.save(out, fmt)
+    return out.getvalue()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _size_for_ratio(ratio_w: int, ratio_h: int, long_side: int) -> tuple[int, int]:
+    if ratio_w >= ratio_h:
+        return long_side, max(1, round(long_side * ratio_h / ratio_w))
+    return max(1, round(long_side * ratio_w / ratio_h)), long_side
+
+
+def _count_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _random_id(prefix: str) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(48))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the fake OnlySq / Yandex AI Studio upstream.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before every answer")
+    parser.add_argument("--image-long-side", type=int, default=64, help="long side of generated images, px")
+    parser.add_argument("--image-noise", action="store_true", help="incompressible random-pixel images")
+    args = parser.parse_args(argv)
+    fake = FakeUpstream(host=args.host, port=args.port)
+    fake.latency = args.latency
+    fake.image_long_side = args.image_long_side
+    fake.image_noise = args.image_noise
+    fake.start()
+    print(f"fake upstream listening on {fake.base_url} (Ctrl-C to stop)", flush=True)
+    fake.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""`chat` through an MCP client against the fake OnlySq upstream."""
+
+from __future__ import annotations
+
+import pytest
+from mcp import Client
+
+from tests.conftest import TEST_KEY
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_chat_returns_reply_and_structured_metadata(server, upstream, mode):
+    async with Client(server, mode=mode) as client:
+        result = await client.call_tool("chat", {"prompt": "Hello there"})
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "Echo: Hello there"
+    data = result.structured_content
+    assert data["model"] == "gpt-4o-mini"
+    assert data["reply"] == "Echo: Hello there"
+    assert data["finish_reason"] == "stop"
+    assert data["usage"]["total_tokens"] > 0
+    call = upstream.requests_to("/ai/v2")[-1]
+    assert call.headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert call.headers["user-agent"].startswith("onlysq-mcp/")
+    assert call.json["model"] == "gpt-4o-mini"
+    assert call.json["request"]["stream"] is True
+    assert call.json["request"]["messages"] == [{"role": "user", "content": "Hello there"}]
+    # Unset sampling options are not sent, so the model keeps its own defaults.
+    assert "temperature" not in call.json["request"]
+    assert "max_tokens" not in call.json["request"]
+
+
+async def test_chat_sends_system_history_and_options(server, upstream):
+    history = [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+    ]
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "chat",
+            {
+                "prompt": "What is my name?",
+                "system": "Answer briefly.",
+                "messages": history,
+                "model": "gemini-2.5-flash",
+                "temperature": 0.2,
+                "max_tokens": 50,
+            },
+        )
+    assert not result.is_error, text_of(result)
+    sent = upstream.requests_to("/ai/v2")[-1].json
+    assert sent["model"] == "gemini-2.5-flash"
+    assert sent["request"]["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        *history,
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert sent["request"]["temperature"] == 0.2
+    assert sent["request"]["max_tokens"] == 50
+    assert result.structured_content["model"] == "gemini-2.5-flash"
+
+
+async def test_chat_reports_progress_while_streaming(server, upstream):
+    upstream.chat_reply = "A long answer that arrives in many small pieces. " * 4
+    upstream.stream_chunk_delay = 0.02
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    async with Client(server, mode="legacy") as client:
+        result = await client.call_tool("chat", {"prompt": "go"}, progress_callback=on_progress)
+    assert not result.is_error
+    assert text_of(result) == upstream.chat_reply
+    assert len(seen) >= 2
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)
+    assert seen[-1][0] <= len(upstream.chat_reply)
+    assert "characters" in (seen[0][1] or "")
+
+
+async def test_chat_without_streaming_setting(make_settings, upstream):
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_STREAM="false"))
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "plain"})
+    assert text_of(result) == "Echo: plain"
+    assert upstream.requests_to("/ai/v2")[-1].json["request"]["stream"] is False
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "`prompt` is empty"),
+        ({"prompt": "hi", "messages": [{"role": "robot", "content": "x"}]}, "role"),
+        ({"prompt": "hi", "messages": [{"role": "user", "content": ""}]}, "content"),
+        ({"prompt": "hi", "temperature": 5}, "temperature"),
+        ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "hi", "model": "gpt-4o-mni"}, "Did you mean `gpt-4o-mini`"),
+        ({"prompt": "hi", "model": "flux"}, "needs a chat model"),
+    ],
+)
+async def test_chat_bad_input_is_a_tool_error_before_any_upstream_call(server, upstream, arguments, expected):
+    async with Client(server) as client:
+        result = await client.call_tool("chat", arguments)
+        assert result.is_error
+        assert expected in text_of(result)
+        assert upstream.requests_to("/ai/v2") == []
+        # The server keeps working after the error.
+        ok = await client.call_tool("chat", {"prompt": "still there?"})
+    assert text_of(ok) == "Echo: still there?"
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "expected"),
+    [
+        ("status", {"status": 401}, "ONLYSQ_API_KEY"),
+        ("status", {"status": 400, "message": "context too long"}, "context too long"),
+        ("finish_error", {}, "finish_reason: error"),
+        ("malformed", {}, "not JSON"),
+        ("missing_field", {}, "choices"),
+        ("cut_stream", {"after_chunks": 2}, "cut off"),
+        ("stream_error", {"message": "provider exploded"}, "provider exploded"),
+    ],
+)
+async def test_chat_upstream_failures_are_clear_tool_errors(server, upstream, fault, options, expected):
+    upstream.add_fault("/ai/v2", fault, **options)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "hello"})
+        assert result.is_error
+        assert expected in text_of(result)
+        assert "OnlySq" in text_of(result)
+        after = await client.call_tool("chat", {"prompt": "again"})
+    assert text_of(after) == "Echo: again"
+
+
+async def test_chat_non_stream_failures(make_settings, upstream):
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_STREAM="false"))
+    upstream.add_fault("/ai/v2", "finish_error")
+    upstream.add_fault("/ai/v2", "missing_field")
+    async with Client(server) as client:
+        first = await client.call_tool("chat", {"prompt": "a"})
+        second = await client.call_tool("chat", {"prompt": "b"})
+    assert first.is_error and "finish_reason: error" in text_of(first)
+    assert second.is_error and "`choices[0].message`" in text_of(second)
+
+
+async def test_chat_retries_on_503_then_succeeds(server, upstream):
+    upstream.add_fault("/ai/v2", "status", status=503, times=2)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "retry me"})
+    assert not result.is_error, text_of(result)
+    assert text_of(result) == "Echo: retry me"
+    assert len(upstream.requests_to("/ai/v2")) == 3
+
+
+async def test_chat_honours_retry_after_and_reports_giving_up(make_settings, upstream):
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_RETRIES=1))
+    upstream.add_fault("/ai/v2", "status", status=429, retry_after="1", times=5)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "busy"})
+    assert result.is_error
+    assert "HTTP 429" in text_of(result)
+    assert "2 tries" in text_of(result)
+    calls = upstream.requests_to("/ai/v2")
+    assert len(calls) == 2
+    assert calls[1].time - calls[0].time >= 0.9
+
+
+async def test_bad_request_is_not_retried(server, upstream):
+    upstream.add_fault("/ai/v2", "status", status=400, times=5)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "x"})
+    assert result.is_error
+    assert len(upstream.requests_to("/ai/v2")) == 1
