@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from .catalogue import YANDEX_IMAGE_MODELS
 from .errors import UpstreamBadResponse, UpstreamError
 from .image_sources import ImageInputError, load_image
-from .images import SavedImage, encoded_size, pixel_size, shrink, sniff_mime
+from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .settings import ImageDelivery
 from .tools import StreamProgress, check_model, client_log
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
+PREVIEW_SIDE = 1024
 DEFAULT_QUESTION = "Describe this image in detail."
+UNDECODABLE = "cannot be decoded: it is corrupt, truncated, or has too many pixels"
 
 
 class ImageFile(BaseModel):
@@ -62,8 +64,8 @@ class DescribeImageOutput(BaseModel):
     model: str
     source: str = Field(description="Where the image came from.")
     mime_type: str
-    width: int | None
-    height: int | None
+    width: int
+    height: int
     downscaled: bool = Field(description="Whether a smaller copy was sent (the original is never changed).")
 
 
@@ -110,6 +112,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         settings = services.settings
         if not prompt.strip():
             raise ToolError("`prompt` is empty: describe the picture to generate.")
+        try:
+            services.store.ensure_writable()
+        except OSError as exc:
+            raise ToolError(str(exc)) from None
         model_id = (model or settings.onlysq_image_model).strip()
         notes: list[str] = []
         generate: Callable[[], Awaitable[bytes]]
@@ -135,14 +141,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                     model_id, prompt, aspect_ratio, seed=seed, on_retry=client_log(ctx)
                 )
 
-        try:
-            services.store.ensure_writable()
-        except OSError as exc:
-            raise ToolError(str(exc)) from None
-
         started = time.monotonic()
         saved: list[tuple[SavedImage, bytes]] = []
         failures: list[str] = []
+        progress = GenerationProgress(ctx, count)
 
         async def one() -> None:
             try:
@@ -166,10 +168,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                         encoding=None,
                     )
                 )
-            await ctx.report_progress(len(saved) + len(failures), count, f"{len(saved)} of {count} images ready")
+            await progress.image_done(len(saved))
 
         async with anyio.create_task_group() as group:
-            group.start_soon(heartbeat, ctx, count, started)
+            group.start_soon(progress.heartbeat)
             async with anyio.create_task_group() as work:
                 for _ in range(count):
                     work.start_soon(one)
@@ -241,19 +243,23 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             )
         except ImageInputError as exc:
             raise ToolError(f"Cannot use `image`: {exc}") from None
+        size = await anyio.to_thread.run_sync(pixel_size, loaded.data)
+        if size is None:
+            raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.")
         await check_model(runtime, model_id, "vision", ctx)
 
-        size = await anyio.to_thread.run_sync(pixel_size, loaded.data)
         data, mime, downscaled = loaded.data, loaded.mime, False
-        too_big = size is not None and max(size) > settings.onlysq_mcp_vision_max_side
-        if too_big or len(data) > settings.onlysq_mcp_vision_max_bytes:
-            smaller = await anyio.to_thread.run_sync(
-                lambda: shrink(
-                    loaded.data,
-                    max_side=settings.onlysq_mcp_vision_max_side,
-                    max_bytes=settings.onlysq_mcp_vision_max_bytes,
+        if max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes:
+            try:
+                smaller = await anyio.to_thread.run_sync(
+                    lambda: shrink(
+                        loaded.data,
+                        max_side=settings.onlysq_mcp_vision_max_side,
+                        max_bytes=settings.onlysq_mcp_vision_max_bytes,
+                    )
                 )
-            )
+            except ImageDecodeError:
+                raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
             data, mime, downscaled = smaller.data, smaller.mime, True
 
         data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
@@ -270,8 +276,8 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             model=result.model,
             source=loaded.source,
             mime_type=loaded.mime,
-            width=size[0] if size else None,
-            height=size[1] if size else None,
+            width=size[0],
+            height=size[1],
             downscaled=downscaled,
         )
         return CallToolResult(
@@ -280,12 +286,29 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         )
 
 
-async def heartbeat(ctx: Context, count: int, started: float) -> None:
-    """Progress every few seconds while waiting, so hosts with a request timeout see the call is alive."""
-    while True:
-        await anyio.sleep(HEARTBEAT_SECONDS)
-        waited = time.monotonic() - started
-        await ctx.report_progress(0, count, f"generating… {waited:.0f}s")
+class GenerationProgress:
+    """Progress of the images of one call; the value only ever grows, as the protocol requires."""
+
+    def __init__(self, ctx: Context, count: int) -> None:
+        self._ctx = ctx
+        self._count = count
+        self._finished = 0
+        self._beats = 0
+        self._started = time.monotonic()
+
+    async def image_done(self, ready: int) -> None:
+        self._finished += 1
+        await self._ctx.report_progress(self._finished, self._count, f"{ready} of {self._count} images ready")
+
+    async def heartbeat(self) -> None:
+        """Every few seconds while waiting, so hosts with a request timeout see the call is alive."""
+        while True:
+            await anyio.sleep(HEARTBEAT_SECONDS)
+            self._beats += 1
+            # Creeps towards the next whole image without reaching it, so a finished image still counts up.
+            value = self._finished + 1 - 1 / (self._beats + 1)
+            waited = time.monotonic() - self._started
+            await self._ctx.report_progress(value, self._count, f"generating… {waited:.0f}s")
 
 
 def deliver(
@@ -296,17 +319,19 @@ def deliver(
     files: list[ImageFile] = []
     total_encoded = sum(encoded_size(len(data)) for _, data in saved)
     originals_fit = mode == ImageDelivery.INLINE or total_encoded <= budget
-    # Each preview gets an equal share of the budget; base64 is 4/3 of the bytes it carries.
-    share = (budget // len(saved)) * 3 // 4
+    # Each preview gets an equal share of the budget: whole base64 quads, 3 bytes for every 4 characters.
+    share = (budget // len(saved)) // 4 * 3
     for image, data in saved:
         size = pixel_size(data)
         inline: Literal["original", "preview", "none"] = "none"
+        shown: tuple[bytes, str] | None = None
         if mode != ImageDelivery.LINK:
             if originals_fit:
-                payload, mime, inline = data, image.mime, "original"
-            else:
-                preview = shrink(data, max_side=1024, max_bytes=share)
-                payload, mime, inline = preview.data, preview.mime, "preview"
+                shown, inline = (data, image.mime), "original"
+            elif small := preview(data, share):
+                shown, inline = (small.data, small.mime), "preview"
+        if shown is not None:
+            payload, mime = shown
             blocks.append(ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=mime))
         blocks.append(
             ResourceLink(
@@ -330,6 +355,15 @@ def deliver(
             )
         )
     return blocks, files
+
+
+def preview(data: bytes, max_bytes: int) -> Reencoded | None:
+    """A downscaled copy of at most `max_bytes`, or None when the image cannot be made that small."""
+    try:
+        small = shrink(data, max_side=PREVIEW_SIDE, max_bytes=max_bytes)
+    except ImageDecodeError:
+        return None
+    return small if len(small.data) <= max_bytes else None
 
 
 def summarize(output: GenerateImageOutput, notes: list[str]) -> str:

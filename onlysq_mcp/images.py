@@ -33,18 +33,22 @@ def sniff_mime(data: bytes) -> str | None:
 
 def pixel_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header (Pillow reads no pixels for this); None if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
 def encoded_size(byte_count: int) -> int:
     """Bytes of base64 text for `byte_count` bytes: what a host actually receives."""
     return 4 * ((byte_count + 2) // 3)
+
+
+class ImageDecodeError(Exception):
+    """Pillow cannot decode the bytes: corrupt, truncated, or more pixels than it will safely open."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,18 @@ class Reencoded:
 def shrink(data: bytes, *, max_side: int, max_bytes: int) -> Reencoded:
     """A copy no longer than `max_side` pixels and no larger than `max_bytes`, as JPEG (PNG if it has alpha).
 
-    Halves the size step by step until it fits, so the result always fits however large the original.
+    Shrinks step by step until it fits; at 16 pixels it stops, so a caller with a tiny `max_bytes`
+    must check the result.
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as original:
-        original.load()
-        has_alpha = original.mode in ("RGBA", "LA", "PA") or "transparency" in original.info
-        image = original.convert("RGBA" if has_alpha else "RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as original:
+            original.load()
+            has_alpha = original.mode in ("RGBA", "LA", "PA") or "transparency" in original.info
+            image = original.convert("RGBA" if has_alpha else "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(str(exc)) from None
     fmt, mime = ("PNG", "image/png") if has_alpha else ("JPEG", "image/jpeg")
     side = min(max_side, max(image.size))
     while True:
@@ -97,7 +105,8 @@ class ImageStore:
     """The output folder: every generated image is written here once, exactly as received."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
+        # Absolute, because file resources need an absolute path, and `~` as users write it in config.
+        self.folder = folder.expanduser().resolve()
 
     def ensure_writable(self) -> None:
         """Checked before an upstream call, so a generated image is never lost for want of a folder."""
@@ -134,7 +143,7 @@ class ImageStore:
     def open(self, name: str) -> tuple[bytes, str]:
         """Bytes and type of a saved image by its file name; only names this store could have made."""
         path = self.folder / name
-        if not SAFE_NAME.match(name) or path.resolve().parent != self.folder.resolve() or not path.is_file():
+        if not SAFE_NAME.match(name) or path.resolve().parent != self.folder or not path.is_file():
             raise FileNotFoundError(name)
         data = path.read_bytes()
         return data, sniff_mime(data) or "application/octet-stream"

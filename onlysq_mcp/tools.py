@@ -6,8 +6,10 @@ when to use it, and the limits of every parameter.
 
 from __future__ import annotations
 
+import inspect
 import time
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -21,6 +23,8 @@ from .upstream import OnRetry
 
 if TYPE_CHECKING:
     from .server import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
@@ -51,8 +55,19 @@ class ModelList(BaseModel):
     models: list[ModelEntry]
 
 
+def tool(server: MCPServer, **options: Any) -> Callable[[F], F]:
+    """`server.tool()`, with the docstring dedented: it is the description the model reads."""
+
+    def decorator(fn: F) -> F:
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), **options)
+        return fn
+
+    return decorator
+
+
 def register(server: MCPServer, runtime: Runtime) -> None:
-    @server.tool(
+    @tool(
+        server,
         title="Chat with an OnlySq model",
         annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=False, openWorldHint=True),
     )
@@ -137,7 +152,8 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             structured_content=output.model_dump(mode="json"),
         )
 
-    @server.tool(
+    @tool(
+        server,
         title="List available models",
         annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True),
     )

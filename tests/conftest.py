@@ -67,12 +67,12 @@ def output_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(upstream: FakeUpstream, output_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings built the way a user builds them: from environment variables."""
-    for name in list(os.environ):
-        if name.startswith(("ONLYSQ_", "YANDEX_")):
-            monkeypatch.delenv(name)
     monkeypatch.chdir(output_dir.parent)  # no stray .env from the developer's working folder
 
     def make(*, yandex: bool = True, **extra: Any) -> Settings:
+        for name in list(os.environ):
+            if name.startswith(("ONLYSQ_", "YANDEX_")):
+                monkeypatch.delenv(name)
         env = upstream_env(upstream.base_url, output_dir, yandex=yandex, **{k: str(v) for k, v in extra.items()})
         for key, value in env.items():
             monkeypatch.setenv(key, value)

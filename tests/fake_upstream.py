@@ -31,6 +31,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import socket
 import string
 import threading
@@ -281,7 +282,12 @@ class _DroppableH11Protocol(H11Protocol):
 
 
 class FakeUpstream:
-    """Fake OnlySq + Yandex AI Studio server. See the module docstring and `add_fault`."""
+    """Fake OnlySq + Yandex AI Studio server.
+
+    Endpoints: GET /ai/models, POST /ai/v2 (chat, vision, SSE streaming), POST /ai/imagen,
+    POST /v1/images/generations (Yandex). Knobs are the annotated attributes below; tests may set them at any
+    time, and each request reads them afresh. Faults: see `add_fault`.
+    """
 
     # Knobs; `reset()` restores these defaults.
     latency: float
@@ -377,7 +383,7 @@ class FakeUpstream:
         deadline = time.monotonic() + 10
         while not server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._thread = None
+                self._thread = self._server = None
                 sock.close()
                 raise RuntimeError("FakeUpstream failed to start")
             time.sleep(0.005)
@@ -410,7 +416,7 @@ class FakeUpstream:
         with self._lock:
             self._requests.clear()
             self._faults.clear()
-            self._max_in_flight = self._in_flight
+            self._max_in_flight = 0
 
     # ------------------------------------------------------------------ test-facing API
 
@@ -441,11 +447,30 @@ class FakeUpstream:
         delay: float = 0.0,
         after_chunks: int = 1,
     ) -> None:
-        """Make the next `times` requests to `path` misbehave. Queued faults are used FIFO per path.
+        """Make the next `times` requests to `path` misbehave; faults are consumed FIFO per path.
 
-        Kinds: status, malformed, html, missing_field, finish_error, bad_base64, not_image, cut_stream,
-        stream_error, stall, delay, drop (see the report / docstring of each branch in `_dispatch`).
-        `status` defaults to 500 for "status" and 200 for "html".
+        A fault is taken when a request arrives (it is recorded as usual), whatever the request holds.
+        The first group below answers before any validation; the second only changes a successful answer,
+        so a request that fails validation (bad key, bad body) still gets its normal 4xx and uses the fault.
+
+        - "status": `status` (default 500) with `{"error": {"message": message or the status phrase}}`
+          (Yandex-shaped on the Yandex path) and `Retry-After: retry_after` when given.
+        - "html": `status` (default 200) with an nginx-style HTML page, content-type text/html.
+        - "malformed": 200, content-type application/json, body `{"choices": [`.
+        - "delay": sleep `delay` seconds, then answer normally.
+        - "drop": abort the TCP connection without a byte of response.
+        ---
+        - "missing_field": 200 JSON without `choices` (/ai/v2; for a stream every chunk lacks it),
+          `files` (/ai/imagen), `data` (Yandex) or `models` (/ai/models).
+        - "finish_error" (/ai/v2): `finish_reason` "error" and content "" (non-stream); for a stream the
+          content chunks are sent, then a final chunk with finish_reason "error", then `[DONE]`.
+        - "bad_base64" / "not_image" (image endpoints): the image is "not*base64!!" / base64 of b"hello world".
+        - "cut_stream" (/ai/v2): a stream ends cleanly after `after_chunks` content chunks, with no finish
+          chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.
+        - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
+          stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
+        - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
+          then the rest as normal.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
@@ -796,14 +821,23 @@ class FakeUpstream:
     # ------------------------------------------------------------------ standalone
 
     def serve_forever(self) -> None:
-        """Block until Ctrl-C; for the standalone `__main__` run."""
+        """Serve until SIGINT or SIGTERM, then stop cleanly. For the standalone run; main thread only."""
         if self._thread is None:
             self.start()
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            done.set()
+
+        # Explicit handlers, because a shell starts background jobs with SIGINT ignored and benchmarks
+        # stop the fake with SIGTERM.
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+            while not done.wait(0.5):
+                pass
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.stop()
 
 
@@ -1046,7 +1080,7 @@ def main(argv: list[str] | None = None) -> None:
     fake.image_long_side = args.image_long_side
     fake.image_noise = args.image_noise
     fake.start()
-    print(f"fake upstream listening on {fake.base_url} (Ctrl-C to stop)", flush=True)
+    print(f"fake upstream listening on {fake.base_url} (Ctrl-C or SIGTERM to stop)", flush=True)
     fake.serve_forever()
 
 

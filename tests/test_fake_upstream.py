@@ -15,10 +15,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-try:
-    from tests.fake_upstream import FAULT_KINDS, FakeUpstream
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from fake_upstream import FAULT_KINDS, FakeUpstream  # type: ignore[no-redef]
+from tests.fake_upstream import FAULT_KINDS, FakeUpstream
 
 AUTH = {"Authorization": "Bearer openai"}
 YANDEX_AUTH = {"Authorization": "Api-Key yandex-test-key"}

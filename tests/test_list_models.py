@@ -1,0 +1,155 @@
+"""`list_models` and the catalogue resource: live, cached, fallback, filters."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from mcp import Client
+
+from onlysq_mcp.server import app_factory
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def output_schema(client: Client, name: str) -> dict:
+    tools = await client.list_tools()
+    return next(t.output_schema for t in tools.tools if t.name == name)
+
+
+async def test_live_catalogue_with_entries_and_table(server, upstream):
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {})
+        schema = await output_schema(client, "list_models")
+    assert not result.is_error
+    data = result.structured_content
+    jsonschema.validate(data, schema)
+    assert data["source"] == "live"
+    ids = {m["id"] for m in data["models"]}
+    assert "fake-live-only" in ids  # only the live fake has it: proves this is not the bundled list
+    gemini = next(m for m in data["models"] if m["id"] == "gemini-2.5-flash")
+    assert gemini == {
+        "id": "gemini-2.5-flash",
+        "provider": "onlysq",
+        "kind": "chat",
+        "vision": True,
+        "name": upstream.models["gemini-2.5-flash"]["name"],
+        "description": upstream.models["gemini-2.5-flash"]["description"],
+        "owner": "google",
+        "status": "work",
+        "streaming": upstream.models["gemini-2.5-flash"]["can-stream"],
+        "tools": upstream.models["gemini-2.5-flash"]["can-tools"],
+        "thinking": upstream.models["gemini-2.5-flash"]["can-think"],
+    }
+    table = text_of(result)
+    assert "id | provider | kind | flags | name" in table
+    assert "gemini-2.5-flash | onlysq | chat | vision" in table
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected", "excluded"),
+    [
+        ({"kind": "image"}, {"flux", "flux-2-dev"}, {"gpt-4o-mini", "gtts"}),
+        ({"kind": "vision"}, {"gemini-2.5-flash", "gemini-2.0-flash"}, {"gpt-4o-mini", "flux"}),
+        ({"kind": "chat"}, {"gpt-4o-mini", "gemini-2.5-flash", "deepseek-v3"}, {"flux", "gtts"}),
+        ({"search": "GEMINI"}, {"gemini-2.5-flash", "gemini-2.0-flash"}, {"gpt-4o"}),
+        ({"kind": "chat", "search": "openai"}, {"gpt-4o-mini", "gpt-4o"}, {"gemini-2.5-flash"}),
+    ],
+)
+async def test_filters(make_settings, upstream, arguments, expected, excluded):
+    server = app_factory(make_settings(yandex=False))
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", arguments)
+    ids = {m["id"] for m in result.structured_content["models"]}
+    assert expected <= ids
+    assert not ids & excluded
+    assert result.structured_content["total"] == len(ids)
+
+
+async def test_yandex_models_listed_only_when_configured(make_settings, upstream):
+    for configured in (True, False):
+        server = app_factory(make_settings(yandex=configured))
+        async with Client(server) as client:
+            result = await client.call_tool("list_models", {"kind": "image"})
+        yandex = {m["id"] for m in result.structured_content["models"] if m["provider"] == "yandex"}
+        assert (yandex == {"aliceai-image-art-3.0", "yandex-art"}) is configured
+        assert bool(yandex) is configured
+
+
+async def test_no_match_says_so(server, upstream):
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {"search": "no-such-model-anywhere"})
+    assert not result.is_error
+    assert result.structured_content["models"] == []
+    assert "No models match" in text_of(result)
+
+
+async def test_catalogue_is_cached(server, upstream):
+    async with Client(server) as client:
+        for _ in range(3):
+            await client.call_tool("list_models", {})
+        await client.call_tool("chat", {"prompt": "hi"})
+    assert len(upstream.requests_to("/ai/models")) == 1
+
+
+async def test_cache_expires_after_ttl(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_MCP_MODELS_CACHE_TTL=0))
+    async with Client(server) as client:
+        await client.call_tool("list_models", {})
+        await client.call_tool("list_models", {})
+    assert len(upstream.requests_to("/ai/models")) == 2
+
+
+async def test_unreachable_upstream_falls_back_to_bundled(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_RETRIES=0))
+    upstream.add_fault("/ai/models", "status", status=503)
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {})
+    assert not result.is_error
+    data = result.structured_content
+    assert data["source"] == "bundled"
+    assert "HTTP 503" in data["note"]
+    ids = {m["id"] for m in data["models"]}
+    assert "fake-live-only" not in ids
+    assert {"gpt-4o-mini", "gemini-2.5-flash", "flux"} <= ids
+    assert len(ids) > 80
+    assert "bundled" in text_of(result)
+
+
+async def test_failure_after_success_serves_last_good_copy(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_MCP_MODELS_CACHE_TTL=0, ONLYSQ_RETRIES=0))
+    async with Client(server) as client:
+        await client.call_tool("list_models", {})
+        upstream.add_fault("/ai/models", "malformed")
+        result = await client.call_tool("list_models", {})
+    data = result.structured_content
+    assert data["source"] == "cached"
+    assert "fake-live-only" in {m["id"] for m in data["models"]}
+    assert "not JSON" in data["note"]
+
+
+async def test_unknown_model_is_accepted_when_only_bundled_list_is_known(make_settings, upstream):
+    """The bundled list may be out of date: the upstream gets the last word then."""
+    server = app_factory(make_settings(ONLYSQ_RETRIES=0))
+    upstream.add_fault("/ai/models", "status", status=500)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "hi", "model": "fake-live-only"})
+    assert not result.is_error
+    assert result.structured_content["model"] == "fake-live-only"
+
+
+async def test_catalogue_resource(server, upstream):
+    async with Client(server) as client:
+        resources = await client.list_resources()
+        assert "onlysq://models" in {str(r.uri) for r in resources.resources}
+        read = await client.read_resource("onlysq://models")
+    content = read.contents[0]
+    assert content.mime_type == "application/json"
+    body = json.loads(content.text)
+    assert body["source"] == "live"
+    assert "fake-live-only" in {m["id"] for m in body["models"]}
