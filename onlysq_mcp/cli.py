@@ -18,7 +18,8 @@ when they launch it. With --transport http it serves streamable HTTP at http://H
 EPILOG = """\
 Configuration comes from environment variables or a .env file in the working directory, e.g.
 ONLYSQ_API_KEY (default: the public key `openai`), ONLYSQ_BASE_URL, ONLYSQ_CHAT_MODEL, YANDEX_API_KEY,
-YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR. The README lists them all. Logs go to stderr.
+YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN. The README lists them all.
+Logs go to stderr.
 """
 
 
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP only: address to listen on (default 127.0.0.1).")
     parser.add_argument("--port", type=int, default=8000, help="HTTP only: port to listen on (default 8000).")
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="HTTP only: serve on a non-loopback address without ONLYSQ_MCP_HTTP_TOKEN "
+        "(only behind something that already checks who connects).",
+    )
     parser.add_argument("--version", action="version", version=f"onlysq-mcp {__version__}")
     return parser.parse_args(argv)
 
@@ -63,5 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     server = app_factory(settings)
     if args.transport == "stdio":
         server.run("stdio")
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+        return
+    from .http_app import UnsafeBindError, check_bind, serve_http
+
+    try:
+        check_bind(settings, args.host, args.allow_unauthenticated)
+    except UnsafeBindError as exc:
+        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve_http(server, settings, args.host, args.port)

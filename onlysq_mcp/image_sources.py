@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import anyio
 import httpx2
 
 from .images import RESOURCE_PREFIX, ImageStore, sniff_mime
@@ -20,6 +21,7 @@ from .images import RESOURCE_PREFIX, ImageStore, sniff_mime
 WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
 BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
 ACCEPTED = "PNG, JPEG, WebP or GIF"
+FETCH_SECONDS = 30.0
 
 
 class ImageInputError(Exception):
@@ -50,20 +52,32 @@ async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, 
         return checked(decode_data_uri(spec), "data URI", max_bytes)
     if WINDOWS_PATH.match(spec):
         return read_file(Path(spec), max_bytes)
-    scheme = urlparse(spec).scheme.lower()
+    try:
+        parsed = urlparse(spec)
+    except ValueError:
+        raise ImageInputError(f"`{spec}` is not a valid URL.") from None
+    scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
         return await fetch(spec, http, max_bytes)
     if scheme == "file":
-        parsed = urlparse(spec)
         # file:///C:/x.png carries a Windows drive after the leading slash.
         raw = unquote(parsed.path)
         path = raw[1:] if WINDOWS_PATH.match(raw[1:]) else raw
         return read_file(Path(path), max_bytes)
-    if len(spec) > 100 and "/" not in spec[:20] and BASE64_TEXT.match(spec):
+    path = Path(spec).expanduser()
+    # Base64 of a JPEG starts with `/9j/` and looks like a path; only an existing file wins over it.
+    if len(spec) > 100 and BASE64_TEXT.match(spec) and not is_file(path):
         return checked(decode_base64_text(spec), "base64 data", max_bytes)
     if scheme and len(scheme) > 1 and "://" in spec:
         raise ImageInputError(f"`{scheme}://` is not supported: pass a file path, an http(s) URL, or a data: URI.")
-    return read_file(Path(spec).expanduser(), max_bytes)
+    return read_file(path, max_bytes)
+
+
+def is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        return False
 
 
 def checked(data: bytes, source: str, max_bytes: int) -> LoadedImage:
@@ -81,11 +95,11 @@ def checked(data: bytes, source: str, max_bytes: int) -> LoadedImage:
 
 
 def read_file(path: Path, max_bytes: int) -> LoadedImage:
-    if not path.exists():
-        raise ImageInputError(f"no file at `{path}`; check the path (absolute paths are safest).")
-    if not path.is_file():
-        raise ImageInputError(f"`{path}` is not a file.")
     try:
+        if not path.exists():
+            raise ImageInputError(f"no file at `{path}`; check the path (absolute paths are safest).")
+        if not path.is_file():
+            raise ImageInputError(f"`{path}` is not a file.")
         size = path.stat().st_size
         if size > max_bytes:
             raise ImageInputError(
@@ -120,23 +134,27 @@ def decode_base64_text(text: str) -> bytes:
 
 async def fetch(url: str, http: httpx2.AsyncClient, max_bytes: int) -> LoadedImage:
     try:
-        async with http.stream("GET", url, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise ImageInputError(f"fetching {url} failed: HTTP {response.status_code}.")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageInputError(
-                    f"{url} is {int(declared):,} bytes, over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES)."
-                )
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
+        # One deadline for the whole download: a server that trickles bytes never trips a read timeout.
+        with anyio.fail_after(FETCH_SECONDS):
+            async with http.stream("GET", url, follow_redirects=True) as response:
+                if response.status_code != 200:
+                    raise ImageInputError(f"fetching {url} failed: HTTP {response.status_code}.")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise ImageInputError(
-                        f"{url} is over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES); pass a smaller image."
+                        f"{url} is {int(declared):,} bytes, over the {max_bytes:,}-byte limit "
+                        "(ONLYSQ_MCP_MAX_INPUT_BYTES)."
                     )
-    except httpx2.TimeoutException:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise ImageInputError(
+                            f"{url} is over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES); "
+                            "pass a smaller image."
+                        )
+    except (TimeoutError, httpx2.TimeoutException):
         raise ImageInputError(f"fetching {url} timed out; download it and pass the file instead.") from None
-    except httpx2.HTTPError as exc:
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         raise ImageInputError(f"fetching {url} failed ({type(exc).__name__}).") from None
     return checked(bytes(body), f"image at {url}", max_bytes)

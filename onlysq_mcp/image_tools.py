@@ -24,7 +24,7 @@ from .image_sources import ImageInputError, load_image
 from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .settings import ImageDelivery
-from .tools import StreamProgress, check_model, client_log
+from .tools import StreamProgress, check_model, client_log, tool
 
 if TYPE_CHECKING:
     from .server import Runtime
@@ -70,7 +70,8 @@ class DescribeImageOutput(BaseModel):
 
 
 def register(server: MCPServer, runtime: Runtime) -> None:
-    @server.tool(
+    @tool(
+        server,
         title="Generate images",
         annotations=ToolAnnotations(
             readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
@@ -199,7 +200,8 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             structured_content=output.model_dump(mode="json"),
         )
 
-    @server.tool(
+    @tool(
+        server,
         title="Describe an image",
         annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=False, openWorldHint=True),
     )

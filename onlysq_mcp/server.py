@@ -76,8 +76,13 @@ class Runtime:
             settings.onlysq_timeout, connect=settings.onlysq_connect_timeout, pool=settings.onlysq_timeout
         )
         headers = {"User-Agent": f"onlysq-mcp/{__version__} (+https://github.com/onlysq-mcp/onlysq-mcp)"}
+        # A burst of tool calls queues for a connection instead of opening hundreds at once.
+        limits = httpx2.Limits(
+            max_connections=settings.onlysq_mcp_max_concurrency,
+            max_keepalive_connections=settings.onlysq_mcp_max_concurrency,
+        )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
-        async with httpx2.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as http:
+        async with httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http:
             self._services = build_services(settings, http)
             try:
                 yield self._services

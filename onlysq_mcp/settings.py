@@ -6,12 +6,13 @@ Field names are the environment variable names in lower case, so `Settings.onlys
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_output_dir() -> Path:
@@ -104,7 +105,49 @@ class Settings(BaseSettings):
         4_000_000, description="Larger images are re-encoded smaller before they are sent for description."
     )
 
+    # --- Serving over HTTP, and what callers may reach ---
+    onlysq_mcp_http_token: SecretStr | None = Field(
+        None, description="HTTP only: when set, every request must carry `Authorization: Bearer <token>`."
+    )
+    onlysq_mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="HTTP only: extra `Host` header values to accept (comma-separated, `name:*` for any port), "
+        "e.g. the public name behind a reverse proxy. Loopback names are always accepted.",
+    )
+    onlysq_mcp_file_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders `describe_image` may read local files from (separated by `"
+        + os.pathsep
+        + "`). Empty: any file over stdio, none over HTTP.",
+    )
+    onlysq_mcp_allow_private_urls: bool = Field(
+        False, description="Let `describe_image` fetch URLs on loopback, private and link-local addresses."
+    )
+    onlysq_mcp_max_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
+        16, description="Most upstream connections at once; further calls wait their turn."
+    )
+
     onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
+
+    @field_validator("onlysq_mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("onlysq_mcp_file_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(os.pathsep) if item.strip()]
+        return value
+
+    @field_validator("onlysq_mcp_file_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        # Resolved once here, so the check on every read compares like with like (symlinks, `..`).
+        return [root.expanduser().resolve() for root in roots]
 
     @field_validator("onlysq_mcp_log_level")
     @classmethod
@@ -127,7 +170,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value in force, so messages from upstreams can be scrubbed of them."""
-        values = [self.onlysq_api_key, self.yandex_api_key, self.yandex_iam_token]
+        values = [self.onlysq_api_key, self.yandex_api_key, self.yandex_iam_token, self.onlysq_mcp_http_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 

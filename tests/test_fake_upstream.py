@@ -376,7 +376,7 @@ def test_stall_delay_latency(fake: FakeUpstream, client: httpx2.Client) -> None:
     assert stamps[-1][1] == "data: [DONE]"
     gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(stamps)]
     assert gaps[0] >= 0.35
-    assert max(gaps[1:]) < 0.2
+    assert max(gaps[1:]) < 0.3
 
     fake.add_fault("/ai/imagen", "stall", delay=0.4)
     impatient = httpx2.Timeout(5, read=0.1)
