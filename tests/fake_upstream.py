@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
+import anyio
+import anyio.abc
 import uvicorn
 from PIL import Image, ImageDraw
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -315,6 +317,7 @@ class FakeUpstream:
         self._faults: dict[str, deque[Fault]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
+        self._disconnects = 0
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -417,6 +420,7 @@ class FakeUpstream:
             self._requests.clear()
             self._faults.clear()
             self._max_in_flight = 0
+            self._disconnects = 0
 
     # ------------------------------------------------------------------ test-facing API
 
@@ -428,6 +432,18 @@ class FakeUpstream:
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == path]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def disconnects(self) -> int:
+        """Requests whose client went away before the answer was complete."""
+        with self._lock:
+            return self._disconnects
 
     @property
     def max_in_flight(self) -> int:
@@ -518,11 +534,28 @@ class FakeUpstream:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         exchange = _Exchange(self, scope, send, record, fault)
+
+        async def answer(group: anyio.abc.TaskGroup) -> None:
+            try:
+                await self._sleep(self.latency)
+                await self._dispatch(exchange)
+            except _HTTPError as err:
+                await exchange.send_error(err.status, err.message)
+            group.cancel_scope.cancel()
+
+        async def watch_disconnect(group: anyio.abc.TaskGroup) -> None:
+            # Like a real upstream, stop generating once the client has gone away.
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not exchange.complete:
+                with self._lock:
+                    self._disconnects += 1
+                group.cancel_scope.cancel()
+
         try:
-            await self._sleep(self.latency)
-            await self._dispatch(exchange)
-        except _HTTPError as err:
-            await exchange.send_error(err.status, err.message)
+            async with anyio.create_task_group() as group:
+                group.start_soon(answer, group)
+                group.start_soon(watch_disconnect, group)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -849,9 +882,16 @@ class _Exchange:
     ) -> None:
         self.fake = fake
         self.scope = scope
-        self._send = send
+        self._raw_send = send
         self.record = record
         self.fault = fault
+        self.complete = False
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            # Marked before the await: the server may report the disconnect of a finished exchange at once.
+            self.complete = True
+        await self._raw_send(message)
 
     @property
     def fault_kind(self) -> str | None:

@@ -1,0 +1,97 @@
+"""Upstream failures the server must survive: drops, stalls, timeouts, cancellation, bursts."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from mcp import Client
+
+from onlysq_mcp.server import app_factory
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def test_dropped_connection_is_retried(server, upstream):
+    upstream.add_fault("/ai/v2", "drop")
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "after a drop"})
+    assert text_of(result) == "Echo: after a drop"
+    assert len(upstream.requests_to("/ai/v2")) == 2
+
+
+async def test_connection_refused_names_the_upstream_and_gives_up(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_BASE_URL="http://127.0.0.1:9", ONLYSQ_RETRIES=1))
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "hello", "model": "gpt-4o-mini"})
+    assert result.is_error
+    message = text_of(result)
+    assert "OnlySq" in message and "could not reach" in message and "2 tries" in message
+
+
+async def test_stalled_stream_is_abandoned_after_the_read_timeout(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.5"))
+    upstream.add_fault("/ai/v2", "stall", delay=5, after_chunks=1)
+    started = time.monotonic()
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "stall please"})
+    assert time.monotonic() - started < 4
+    assert result.is_error
+    assert "timed out" in text_of(result) and "0.5s" in text_of(result) and "OnlySq" in text_of(result)
+
+
+async def test_slow_answer_times_out_without_retry(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.3"))
+    async with Client(server) as client:
+        await client.call_tool("list_models", {})  # warm the catalogue
+        upstream.add_fault("/ai/v2", "delay", delay=3)
+        result = await client.call_tool("chat", {"prompt": "slow"})
+    assert result.is_error and "timed out" in text_of(result)
+    assert len(upstream.requests_to("/ai/v2")) == 1
+
+
+async def test_html_error_page_is_summarised(server, upstream):
+    upstream.add_fault("/ai/v2", "html", status=502, times=10)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "x"})
+    assert result.is_error
+    assert "HTTP 502" in text_of(result) and "non-JSON body" in text_of(result)
+    assert "<html" not in text_of(result)
+
+
+async def test_burst_of_calls_is_limited_to_the_concurrency_setting(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_MCP_MAX_CONCURRENCY=3))
+    async with Client(server) as client:
+        await client.call_tool("list_models", {})
+        upstream.latency = 0.1
+        results = []
+
+        async def call(i: int) -> None:
+            results.append(await client.call_tool("chat", {"prompt": f"n{i}"}))
+
+        async with anyio.create_task_group() as group:
+            for i in range(12):
+                group.start_soon(call, i)
+    assert len(results) == 12 and not any(r.is_error for r in results)
+    assert upstream.max_in_flight <= 3
+
+
+async def test_cancelled_call_cancels_the_upstream_request(server, upstream):
+    upstream.chat_reply = "slow " * 100
+    upstream.stream_chunk_delay = 0.05
+    async with Client(server, mode="legacy") as client:
+        await client.call_tool("list_models", {})
+        with anyio.move_on_after(0.3):
+            await client.call_tool("chat", {"prompt": "cancel me"})
+        # The upstream stream would take ~5 s; once cancelled nothing is left in flight.
+        await anyio.sleep(0.5)
+        in_flight_after = upstream.in_flight
+        result = await client.call_tool("chat", {"prompt": "next"})
+    assert in_flight_after == 0
+    assert upstream.disconnects == 1
+    assert not result.is_error

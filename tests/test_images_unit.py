@@ -1,0 +1,193 @@
+"""Image bytes without a server: type sniffing, previews that fit a budget, the output folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from onlysq_mcp import images
+from onlysq_mcp.image_tools import deliver
+from onlysq_mcp.images import ImageDecodeError, ImageStore, encoded_size, pixel_size, shrink, sniff_mime
+from onlysq_mcp.settings import ImageDelivery
+
+
+def make_image(fmt: str = "PNG", size: tuple[int, int] = (40, 30), *, noise: bool = False, mode: str = "RGB") -> bytes:
+    """Image bytes in `fmt`; `noise` makes them incompressible, so byte budgets really bite."""
+    if noise:
+        channels = len(mode)
+        image = Image.frombytes(mode, size, os.urandom(size[0] * size[1] * channels))
+    else:
+        image = Image.new(mode, size, (200, 30, 60, 255)[: len(mode)])
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/gif")],
+)
+def test_sniff_mime_reads_the_bytes(fmt, mime):
+    assert sniff_mime(make_image(fmt)) == mime
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"", b"hello world", b"<html>", b"RIFF\0\0\0\0WAVEfmt ", b"\x89PNG", b"GIF90a", b'{"files": []}'],
+)
+def test_sniff_mime_rejects_junk(junk):
+    assert sniff_mime(junk) is None
+
+
+def test_pixel_size_and_unreadable_bytes():
+    assert pixel_size(make_image("JPEG", (123, 45))) == (123, 45)
+    assert pixel_size(b"\x89PNG\r\n\x1a\n" + b"\0" * 20) is None
+    assert pixel_size(b"nothing") is None
+
+
+def test_encoded_size_is_the_base64_length():
+    for n in range(0, 50):
+        assert encoded_size(n) == len(base64.b64encode(b"x" * n))
+
+
+def test_shrink_respects_max_side():
+    small = shrink(make_image("PNG", (3000, 200)), max_side=1024, max_bytes=10_000_000)
+    assert (small.width, small.height) == (1024, 68)
+    assert pixel_size(small.data) == (1024, 68)
+    assert small.mime == "image/jpeg" == sniff_mime(small.data)
+
+
+def test_shrink_respects_max_bytes():
+    original = make_image("PNG", (512, 512), noise=True)
+    small = shrink(original, max_side=4096, max_bytes=20_000)
+    assert len(small.data) <= 20_000 < len(original)
+    assert max(small.width, small.height) < 512
+
+
+def test_shrink_keeps_transparency_as_png():
+    small = shrink(make_image("PNG", (300, 300), mode="RGBA"), max_side=100, max_bytes=1_000_000)
+    assert small.mime == "image/png" == sniff_mime(small.data)
+    assert (small.width, small.height) == (100, 100)
+
+
+def test_shrink_refuses_undecodable_bytes():
+    with pytest.raises(ImageDecodeError):
+        shrink(make_image("PNG")[:40], max_side=100, max_bytes=1000)
+
+
+def test_save_writes_exact_bytes_and_leaves_no_partial_file(tmp_path):
+    store = ImageStore(tmp_path / "out")
+    data = make_image("JPEG")
+    saved = store.save(data, "image/jpeg", "A red square")
+    assert saved.path.read_bytes() == data
+    assert saved.name.endswith(".jpg") and "-a-red-square-" in saved.name
+    assert saved.uri == "onlysq://images/" + saved.name
+    assert saved.size_bytes == len(data)
+    assert [p.name for p in store.folder.iterdir()] == [saved.name]
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    store = ImageStore(tmp_path)
+    data = make_image("PNG")
+    seen: list[tuple[bytes, bool]] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        # At the moment the file takes its name it is complete, and nothing is under that name yet.
+        seen.append((Path(src).read_bytes(), Path(dst).exists()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(images.os, "replace", replace)
+    saved = store.save(data, "image/png", "x")
+    assert seen == [(data, False)]
+    assert Path(saved.path).name == saved.name
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images.os, "replace", broken)
+    with pytest.raises(OSError, match="ONLYSQ_MCP_OUTPUT_DIR"):
+        store.save(data, "image/png", "y")
+    assert [p.name for p in tmp_path.iterdir()] == [saved.name]
+
+
+def test_names_never_collide(tmp_path):
+    store = ImageStore(tmp_path)
+    saved = [store.save(b"%d" % i, "image/png", "same label") for i in range(300)]
+    assert len({s.name for s in saved}) == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.name for s in saved)
+    assert all(s.path.read_bytes() == b"%d" % i for i, s in enumerate(saved))
+
+
+@pytest.mark.parametrize("label", ["../../etc/passwd", "/etc/passwd", "..\\..\\windows", "a/../../b", "", "🙂🙂", "..."])
+def test_label_becomes_a_safe_name_inside_the_folder(tmp_path, label):
+    folder = tmp_path / "out"
+    store = ImageStore(folder)
+    saved = store.save(b"data", "image/png", label)
+    assert saved.path.parent == folder.resolve()
+    assert "/" not in saved.name and "\\" not in saved.name and ".." not in saved.name
+    assert images.SAFE_NAME.match(saved.name)
+    assert store.open(saved.name) == (b"data", "application/octet-stream")
+    assert list(tmp_path.iterdir()) == [folder]
+
+
+def test_open_refuses_names_outside_the_folder(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(make_image("PNG"))
+    (folder / "link.png").symlink_to(secret)
+    store = ImageStore(folder)
+    for name in ["../secret.png", "..%2Fsecret.png", str(secret), "link.png", "missing.png", "", ".hidden.png"]:
+        with pytest.raises(FileNotFoundError):
+            store.open(name)
+    good = store.save(make_image("PNG"), "image/png", "ok")
+    assert store.open(good.name) == (good.path.read_bytes(), "image/png")
+
+
+def test_store_folder_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ImageStore(Path("relative/images")).folder == tmp_path / "relative" / "images"
+    assert ImageStore(Path("~/pics")).folder == tmp_path / "home" / "pics"
+
+
+def test_ensure_writable_names_the_setting(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="ONLYSQ_MCP_OUTPUT_DIR") as caught:
+        ImageStore(blocker / "images").ensure_writable()
+    assert str(blocker / "images") in str(caught.value)
+    ImageStore(tmp_path / "new" / "folder").ensure_writable()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+@pytest.mark.parametrize("budget", [10_000, 50_001, 120_000])
+def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
+    store = ImageStore(tmp_path)
+    originals = [make_image("PNG", (300, 200), noise=True) for _ in range(count)]
+    saved = [(store.save(data, "image/png", "n"), data) for data in originals]
+    blocks, files = deliver(saved, ImageDelivery.PREVIEW, budget)
+    inline = [b for b in blocks if b.type == "image"]
+    assert sum(len(b.data) for b in inline) <= budget
+    assert all(f.inline in ("preview", "none") for f in files)
+    assert [b.type for b in blocks].count("resource_link") == count
+    for block in inline:
+        assert sniff_mime(base64.b64decode(block.data)) == block.mime_type
+
+
+def test_deliver_inlines_originals_that_fit_and_nothing_in_link_mode(tmp_path):
+    store = ImageStore(tmp_path)
+    data = make_image("WEBP", (64, 48))
+    saved = [(store.save(data, "image/webp", "w"), data)]
+    blocks, files = deliver(saved, ImageDelivery.PREVIEW, 10_000)
+    assert base64.b64decode(blocks[0].data) == data and blocks[0].mime_type == "image/webp"
+    assert (files[0].inline, files[0].width, files[0].height) == ("original", 64, 48)
+    blocks, files = deliver(saved, ImageDelivery.LINK, 10_000)
+    assert [b.type for b in blocks] == ["resource_link"] and files[0].inline == "none"
