@@ -22,9 +22,11 @@ from .catalogue import YANDEX_IMAGE_MODELS
 from .errors import UpstreamBadResponse, UpstreamError
 from .image_sources import ImageInputError, load_image
 from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
+from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .settings import ImageDelivery
 from .tools import StreamProgress, check_model, client_log, tool
+from .yandex import UPSTREAM as YANDEX
 
 if TYPE_CHECKING:
     from .server import Runtime
@@ -33,6 +35,7 @@ AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", 
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
 PREVIEW_SIDE = 1024
+UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
 UNDECODABLE = "cannot be decoded: it is corrupt, truncated, or has too many pixels"
 
@@ -152,7 +155,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                 data = await generate()
                 mime = sniff_mime(data)
                 if mime is None:
-                    raise UpstreamBadResponse(provider, "returned data that is not a PNG, JPEG, WebP or GIF image")
+                    raise UpstreamBadResponse(
+                        UPSTREAMS[provider], "returned data that is not a PNG, JPEG, WebP or GIF image"
+                    )
                 image = services.store.save(data, mime, prompt)
             except (UpstreamError, OSError) as exc:
                 failures.append(str(exc))

@@ -10,9 +10,13 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from . import __version__, image_tools, tools
@@ -90,13 +94,40 @@ class Runtime:
                 self._services = None
 
 
+class OnlySqServer(MCPServer[Services]):
+    """`MCPServer` whose argument errors read as instructions: which argument, what is wrong with it.
+
+    The SDK passes pydantic's text through, with the rejected values and a documentation link; a model
+    acts faster on the field names and rules alone, and the values may be long or private.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(describe_argument_errors(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
+def describe_argument_errors(tool: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"`{where}`: {item['msg']}")
+    # The same prefix as every other tool error, so callers can rely on one shape.
+    return f"Error executing tool {tool}: invalid arguments: " + "; ".join(problems) + ". Fix them and call again."
+
+
 def app_factory(settings: Settings) -> MCPServer[Services]:
     runtime = Runtime()
 
     def lifespan(_: MCPServer[Services]) -> AbstractAsyncContextManager[Services]:
         return runtime.run(settings)
 
-    server: MCPServer[Services] = MCPServer(
+    server = OnlySqServer(
         name="onlysq-mcp",
         title="OnlySq AI",
         version=__version__,

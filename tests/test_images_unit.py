@@ -124,7 +124,9 @@ def test_names_never_collide(tmp_path):
     assert all(s.path.read_bytes() == b"%d" % i for i, s in enumerate(saved))
 
 
-@pytest.mark.parametrize("label", ["../../etc/passwd", "/etc/passwd", "..\\..\\windows", "a/../../b", "", "🙂🙂", "..."])
+@pytest.mark.parametrize(
+    "label", ["../../etc/passwd", "/etc/passwd", "..\\..\\windows", "a/../../b", "", "🙂🙂", "..."]
+)
 def test_label_becomes_a_safe_name_inside_the_folder(tmp_path, label):
     folder = tmp_path / "out"
     store = ImageStore(folder)
