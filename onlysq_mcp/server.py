@@ -15,9 +15,9 @@ from typing import Any
 import httpx2
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
-from mcp.shared.exceptions import MCPDeprecationWarning
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache

@@ -208,7 +208,7 @@ async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Co
         return None
     wanted = {"chat": "a chat model", "vision": "a vision model", "image": "an image model", "all": "a model"}[kind]
     if entry is not None:
-        problem = f"`{model_id}` is {entry.kind} model, but this tool needs {wanted}."
+        problem = f"`{model_id}` is a {entry.kind} model, but this tool needs {wanted}."
     else:
         problem = f"Unknown model `{model_id}`; this tool needs {wanted}."
     suggestions = catalogue.closest(model_id, kind)

@@ -82,7 +82,10 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[str]:
-    """A tiny web server on 127.0.0.1 serving test images; yields its base URL."""
+    """A tiny web server on 127.0.0.1 serving test images; yields its base URL.
+
+    Loopback, so the tests that fetch from it allow private URLs (ONLYSQ_MCP_ALLOW_PRIVATE_URLS).
+    """
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -173,7 +176,8 @@ async def test_generated_image_uri(server, upstream):
 
 
 @pytest.mark.parametrize("path", ["/cat.png", "/redirect"])
-async def test_http_url(server, upstream, web, path):
+async def test_http_url(make_settings, upstream, web, path):
+    server = app_factory(make_settings(ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true"))
     result = await describe(server, {"image": web + path})
     assert not result.is_error, text_of(result)
     assert sent_image(upstream) == ("image/png", PNG, QUESTION)
@@ -277,7 +281,7 @@ def bad_image(case: str, tmp_path: Path, web: str) -> str:
 async def test_unusable_images_are_refused_before_any_upstream_call(
     make_settings, upstream, tmp_path, web, case, expected
 ):
-    server = app_factory(make_settings(ONLYSQ_MCP_MAX_INPUT_BYTES=2048))
+    server = app_factory(make_settings(ONLYSQ_MCP_MAX_INPUT_BYTES=2048, ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true"))
     result = await describe(server, {"image": bad_image(case, tmp_path, web)})
     assert result.is_error
     assert "Cannot use `image`" in text_of(result)
@@ -285,8 +289,9 @@ async def test_unusable_images_are_refused_before_any_upstream_call(
     assert upstream.requests_to(CHAT_PATH) == []
 
 
-async def test_slow_url_times_out(server, upstream, web, monkeypatch):
+async def test_slow_url_times_out(make_settings, upstream, web, monkeypatch):
     monkeypatch.setattr(image_sources, "FETCH_SECONDS", 0.2)
+    server = app_factory(make_settings(ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true"))
     started = time.monotonic()
     result = await describe(server, {"image": web + "/slow.png"})
     assert time.monotonic() - started < 0.9

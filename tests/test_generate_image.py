@@ -73,16 +73,17 @@ async def test_default_model_returns_image_text_and_link(server, upstream, outpu
         assert fact in text
 
 
-@pytest.mark.parametrize("ratio", IMAGEN_RATIOS)
-async def test_every_aspect_ratio_reaches_the_upstream(server, upstream, ratio):
+async def test_every_aspect_ratio_reaches_the_upstream(server, upstream):
     async with Client(server) as client:
-        result = await client.call_tool("generate_image", {"prompt": "tree", "aspect_ratio": ratio})
-    assert not result.is_error, text_of(result)
-    assert upstream.requests_to(IMAGEN_PATH)[-1].json["ratio"] == ratio
-    [image] = result.structured_content["images"]
-    assert (image["width"], image["height"]) == ratio_dims(ratio)
-    assert pixel_size(Path(image["path"]).read_bytes()) == ratio_dims(ratio)
-    assert "{}x{}".format(*ratio_dims(ratio)) in text_of(result)
+        for ratio in IMAGEN_RATIOS:
+            result = await client.call_tool("generate_image", {"prompt": "tree", "aspect_ratio": ratio})
+            assert not result.is_error, text_of(result)
+            assert upstream.requests_to(IMAGEN_PATH)[-1].json["ratio"] == ratio
+            [image] = result.structured_content["images"]
+            assert (image["width"], image["height"]) == ratio_dims(ratio), ratio
+            assert pixel_size(Path(image["path"]).read_bytes()) == ratio_dims(ratio)
+            assert "{}x{}".format(*ratio_dims(ratio)) in text_of(result)
+    assert len(upstream.requests_to(IMAGEN_PATH)) == len(IMAGEN_RATIOS)
 
 
 async def test_count_runs_concurrent_requests_and_saves_distinct_files(server, upstream):
@@ -212,12 +213,22 @@ async def test_yandex_models_listed_only_when_configured(make_settings, upstream
     assert yandex == ({"aliceai-image-art-3.0", "yandex-art"} if configured else set())
 
 
-async def test_yandex_failure_names_its_credentials(server, upstream):
-    upstream.add_fault(YANDEX_IMAGES_PATH, "status", status=401)
+@pytest.mark.parametrize(
+    ("fault", "options", "expected"),
+    [
+        ("status", {"status": 401}, "YANDEX_API_KEY"),
+        ("status", {"status": 400, "message": "content filter"}, "content filter"),
+        ("missing_field", {}, "`data[0].b64_json`"),
+        ("bad_base64", {}, "not valid base64"),
+        ("not_image", {}, "not a PNG, JPEG, WebP or GIF"),
+    ],
+)
+async def test_yandex_failures_are_clear_tool_errors(server, upstream, fault, options, expected):
+    upstream.add_fault(YANDEX_IMAGES_PATH, fault, **options)
     async with Client(server) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": "yandex-art"})
     assert result.is_error
-    assert "Yandex AI Studio" in text_of(result) and "YANDEX_API_KEY" in text_of(result)
+    assert "Yandex AI Studio" in text_of(result) and expected in text_of(result)
     assert YANDEX_KEY not in text_of(result)
 
 

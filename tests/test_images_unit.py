@@ -169,8 +169,7 @@ def test_ensure_writable_names_the_setting(tmp_path):
     assert list((tmp_path / "new" / "folder").iterdir()) == []
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 4])
-@pytest.mark.parametrize("budget", [10_000, 50_001, 120_000])
+@pytest.mark.parametrize(("count", "budget"), [(1, 10_000), (2, 50_001), (3, 10_002), (4, 120_000)])
 def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
     store = ImageStore(tmp_path)
     originals = [make_image("PNG", (300, 200), noise=True) for _ in range(count)]
