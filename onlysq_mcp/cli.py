@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from .server import app_factory
 
-    server = app_factory(settings)
+    server = app_factory(settings, transport=args.transport)
     if args.transport == "stdio":
         server.run("stdio")
         return

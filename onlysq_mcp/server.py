@@ -10,7 +10,7 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 from mcp.server.mcpserver import Context, MCPServer
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
+from .image_sources import InputPolicy
 from .images import ImageStore
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import OnlySqClient
@@ -56,6 +57,7 @@ class Services:
     yandex: YandexClient | None
     catalogue: CatalogueCache
     store: ImageStore
+    input_policy: InputPolicy
 
 
 class Runtime:
@@ -75,7 +77,7 @@ class Runtime:
         return self._services
 
     @asynccontextmanager
-    async def run(self, settings: Settings) -> AsyncIterator[Services]:
+    async def run(self, settings: Settings, transport: Transport) -> AsyncIterator[Services]:
         timeout = httpx2.Timeout(
             settings.onlysq_timeout, connect=settings.onlysq_connect_timeout, pool=settings.onlysq_timeout
         )
@@ -87,11 +89,14 @@ class Runtime:
         )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
         async with httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http:
-            self._services = build_services(settings, http)
+            self._services = build_services(settings, http, transport)
             try:
                 yield self._services
             finally:
                 self._services = None
+
+
+Transport = Literal["stdio", "http"]
 
 
 class OnlySqServer(MCPServer[Services]):
@@ -121,11 +126,12 @@ def describe_argument_errors(tool: str, error: ValidationError) -> str:
     return f"Error executing tool {tool}: invalid arguments: " + "; ".join(problems) + ". Fix them and call again."
 
 
-def app_factory(settings: Settings) -> MCPServer[Services]:
+def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPServer[Services]:
+    """The server, for `transport`: over HTTP callers are remote and may not read local files by default."""
     runtime = Runtime()
 
     def lifespan(_: MCPServer[Services]) -> AbstractAsyncContextManager[Services]:
-        return runtime.run(settings)
+        return runtime.run(settings, transport)
 
     server = OnlySqServer(
         name="onlysq-mcp",
@@ -153,7 +159,7 @@ def app_factory(settings: Settings) -> MCPServer[Services]:
     return server
 
 
-def build_services(settings: Settings, http: httpx2.AsyncClient) -> Services:
+def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
     onlysq_upstream = Upstream(
         name=ONLYSQ,
@@ -190,4 +196,10 @@ def build_services(settings: Settings, http: httpx2.AsyncClient) -> Services:
         yandex=yandex,
         catalogue=catalogue,
         store=ImageStore(settings.onlysq_mcp_output_dir),
+        input_policy=InputPolicy(
+            max_bytes=settings.onlysq_mcp_max_input_bytes,
+            local_files=transport == "stdio",
+            file_roots=settings.onlysq_mcp_file_roots,
+            allow_private_urls=settings.onlysq_mcp_allow_private_urls,
+        ),
     )

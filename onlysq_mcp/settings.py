@@ -116,9 +116,8 @@ class Settings(BaseSettings):
     )
     onlysq_mcp_file_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Folders `describe_image` may read local files from (separated by `"
-        + os.pathsep
-        + "`). Empty: any file over stdio, none over HTTP.",
+        description="Folders `describe_image` may read local files from, separated by `:` (`;` on Windows). "
+        "Empty: any file over stdio, none over HTTP.",
     )
     onlysq_mcp_allow_private_urls: bool = Field(
         False, description="Let `describe_image` fetch URLs on loopback, private and link-local addresses."
