@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx2
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import CallToolResult, EmptyResult, InputRequiredResult, SetLevelRequestParams
 from pydantic import ValidationError
 
 from . import __version__, image_tools, tools
@@ -143,6 +144,9 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         log_level=settings.onlysq_mcp_log_level,  # type: ignore[arg-type]
     )
     tools.register(server, runtime)
+    # Hosts of the 2025-11-25 protocol set the level of the log messages they get (retry notices);
+    # answering it also advertises the logging capability. From 2026-07-28 on the SDK routes levels itself.
+    server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_client_log_level)
     image_tools.register(server, runtime)
 
     @server.resource(
@@ -157,6 +161,11 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         return json.dumps(catalogue.model_dump(mode="json"), ensure_ascii=False)
 
     return server
+
+
+async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelRequestParams) -> EmptyResult:
+    tools.client_log_levels[tools.connection_of(ctx.session)] = params.level
+    return EmptyResult()
 
 
 def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport) -> Services:

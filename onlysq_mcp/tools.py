@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import inspect
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, LoggingLevel, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .catalogue import Catalogue, KindFilter, ModelEntry
@@ -261,10 +262,22 @@ class StreamProgress:
         await self._ctx.report_progress(self._chars, None, f"received {self._chars} characters")
 
 
+LOG_LEVELS: tuple[LoggingLevel, ...] = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# The level each client connection asked for with `logging/setLevel`; a connection that never asked gets all.
+client_log_levels: weakref.WeakKeyDictionary[object, LoggingLevel] = weakref.WeakKeyDictionary()
+
+
+def connection_of(session: object) -> object:
+    # The SDK hands out one session object per request; the connection behind it is what a level belongs to.
+    return getattr(session, "_connection", session)
+
+
 def client_log(ctx: Context) -> OnRetry:
     """Retries are worth telling the host about: the call is slower than usual, and why."""
 
     async def send(note: str) -> None:
-        await ctx.log("warning", note, logger_name="onlysq_mcp.upstream")
+        wanted = client_log_levels.get(connection_of(ctx.request_context.session), "debug")
+        if LOG_LEVELS.index("warning") >= LOG_LEVELS.index(wanted):
+            await ctx.log("warning", note, logger_name="onlysq_mcp.upstream")
 
     return send

@@ -40,14 +40,7 @@ SCENARIOS = [
     ("server-sse-multiple-streams", MODERN),
     ("sep-2164-resource-not-found", MODERN),
     ("caching", MODERN),
-    pytest.param(
-        "logging-set-level",
-        LEGACY,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the server does not answer logging/setLevel yet (-32601); drop this mark once it does",
-        ),
-    ),
+    ("logging-set-level", LEGACY),
 ]
 
 

@@ -95,3 +95,23 @@ async def test_cancelled_call_cancels_the_upstream_request(server, upstream):
     assert in_flight_after == 0
     assert upstream.disconnects == 1
     assert not result.is_error
+
+
+@pytest.mark.parametrize(("level", "expected"), [(None, 1), ("warning", 1), ("error", 0)])
+async def test_retries_are_logged_to_the_client_at_its_level(server, upstream, level, expected):
+    messages = []
+
+    async def on_log(params) -> None:
+        messages.append(params)
+
+    upstream.add_fault("/ai/v2", "status", status=503)
+    async with Client(server, mode="legacy", logging_callback=on_log) as client:
+        assert client.server_capabilities.logging is not None
+        if level is not None:
+            await client.set_logging_level(level)
+        result = await client.call_tool("chat", {"prompt": "log the retry"})
+    assert not result.is_error
+    retry_notes = [m for m in messages if "retry 1 of" in str(m.data)]
+    assert len(retry_notes) == expected
+    if expected:
+        assert retry_notes[0].level == "warning" and "HTTP 503" in retry_notes[0].data
