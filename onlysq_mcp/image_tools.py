@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import FileResource
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .catalogue import YANDEX_IMAGE_MODELS
 from .errors import UpstreamBadResponse, UpstreamError
+from .image_jobs import JOB_PREFIX, ImageJob, JobStatus
 from .image_sources import ImageInputError, load_image
 from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .settings import ImageDelivery
 from .tools import StreamProgress, check_model, client_log, tool
+from .upstream import OnRetry
 from .yandex import UPSTREAM as YANDEX
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
+POLL_SECONDS = 0.1
 PREVIEW_SIDE = 1024
 UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
@@ -60,6 +63,9 @@ class GenerateImageOutput(BaseModel):
     seconds: float = Field(description="Wall time of the generation.")
     images: list[ImageFile]
     failures: list[str] = Field(description="Images that could not be generated, with the reason.")
+    job: JobStatus | None = Field(
+        None, description="Set when the generation outlasted its wait: read `job.uri` later for the images."
+    )
 
 
 class DescribeImageOutput(BaseModel):
@@ -122,7 +128,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             raise ToolError(str(exc)) from None
         model_id = (model or settings.onlysq_image_model).strip()
         notes: list[str] = []
-        generate: Callable[[], Awaitable[bytes]]
+        generate: Callable[[ImageJob], Awaitable[bytes]]
         if model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS:
             if services.yandex is None:
                 raise ToolError(
@@ -134,25 +140,20 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                 notes.append("`seed` was ignored: Yandex's image API does not take one.")
             yandex = services.yandex
 
-            def generate() -> Awaitable[bytes]:
-                return yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=client_log(ctx))
+            def generate(job: ImageJob) -> Awaitable[bytes]:
+                return yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=while_attached(job, ctx))
         else:
             provider = "onlysq"
             await check_model(runtime, model_id, "image", ctx)
 
-            def generate() -> Awaitable[bytes]:
+            def generate(job: ImageJob) -> Awaitable[bytes]:
                 return services.onlysq.generate_image(
-                    model_id, prompt, aspect_ratio, seed=seed, on_retry=client_log(ctx)
+                    model_id, prompt, aspect_ratio, seed=seed, on_retry=while_attached(job, ctx)
                 )
 
-        started = time.monotonic()
-        saved: list[tuple[SavedImage, bytes]] = []
-        failures: list[str] = []
-        progress = GenerationProgress(ctx, count)
-
-        async def one() -> None:
+        async def produce(job: ImageJob) -> None:
             try:
-                data = await generate()
+                data = await generate(job)
                 mime = sniff_mime(data)
                 if mime is None:
                     raise UpstreamBadResponse(
@@ -160,32 +161,40 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                     )
                 image = services.store.save(data, mime, prompt)
             except (UpstreamError, OSError) as exc:
-                failures.append(str(exc))
-            else:
-                saved.append((image, data))
-                server.add_resource(
-                    FileResource(
-                        uri=image.uri,
-                        name=image.name,
-                        title=f"Generated image: {prompt[:60]}",
-                        description=f"{provider}/{model_id}, {aspect_ratio}",
-                        mime_type=image.mime,
-                        path=image.path,
-                        encoding=None,
-                    )
+                job.failures.append(str(exc))
+                return
+            job.add(image, data)
+            server.add_resource(
+                FileResource(
+                    uri=image.uri,
+                    name=image.name,
+                    title=f"Generated image: {prompt[:60]}",
+                    description=f"{provider}/{model_id}, {aspect_ratio}",
+                    mime_type=image.mime,
+                    path=image.path,
+                    encoding=None,
                 )
-            await progress.image_done(len(saved))
+            )
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(progress.heartbeat)
-            async with anyio.create_task_group() as work:
-                for _ in range(count):
-                    work.start_soon(one)
-            group.cancel_scope.cancel()
-
+        job = services.jobs.start(count, produce)
+        try:
+            progress = GenerationProgress(ctx, job)
+            async with anyio.create_task_group() as group:
+                group.start_soon(progress.follow)
+                with anyio.move_on_after(settings.onlysq_mcp_image_wait):
+                    await job.finished.wait()
+                group.cancel_scope.cancel()
+            await progress.report_finished()
+        except anyio.get_cancelled_exc_class():
+            # The caller gave up before a handle was returned: nobody could collect these images.
+            job.cancel()
+            raise
+        saved = job.saved
+        job.detach()
+        if not job.finished.is_set():
+            return pending_result(job, provider, model_id, prompt, aspect_ratio, settings.onlysq_mcp_image_wait)
         if not saved:
-            raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
-        seconds = round(time.monotonic() - started, 2)
+            raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(job.failures)))
         # Previews of big images take real CPU time: off the event loop, so other calls keep flowing.
         blocks, files = await anyio.to_thread.run_sync(
             deliver, saved, settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
@@ -195,15 +204,28 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             model=model_id,
             prompt=prompt,
             aspect_ratio=aspect_ratio,
-            seconds=seconds,
+            seconds=job.status().seconds,
             images=files,
-            failures=failures,
+            failures=job.failures,
         )
         summary = summarize(output, notes)
         return CallToolResult(
             content=[TextContent(type="text", text=summary), *blocks],
             structured_content=output.model_dump(mode="json"),
         )
+
+    @server.resource(
+        JOB_PREFIX + "{job_id}",
+        name="image-job",
+        title="Image generation job",
+        description="Status of a `generate_image` call that outlasted its wait, and its images once ready.",
+        mime_type="application/json",
+    )
+    async def image_job(job_id: str) -> str:
+        job = runtime.services.jobs.get(job_id)
+        if job is None:
+            raise ResourceNotFoundError(f"no image job `{job_id}` in this server run")
+        return job.status().model_dump_json()
 
     @tool(
         server,
@@ -292,28 +314,80 @@ def register(server: MCPServer, runtime: Runtime) -> None:
 
 
 class GenerationProgress:
-    """Progress of the images of one call; the value only ever grows, as the protocol requires."""
+    """Reports a job's images as they finish, with a heartbeat in between; the value only ever grows."""
 
-    def __init__(self, ctx: Context, count: int) -> None:
+    def __init__(self, ctx: Context, job: ImageJob) -> None:
         self._ctx = ctx
-        self._count = count
-        self._finished = 0
-        self._beats = 0
-        self._started = time.monotonic()
+        self._job = job
+        self._reported = 0
 
-    async def image_done(self, ready: int) -> None:
-        self._finished += 1
-        await self._ctx.report_progress(self._finished, self._count, f"{ready} of {self._count} images ready")
-
-    async def heartbeat(self) -> None:
-        """Every few seconds while waiting, so hosts with a request timeout see the call is alive."""
+    async def follow(self) -> None:
+        last = time.monotonic()
+        beats = 0
         while True:
-            await anyio.sleep(HEARTBEAT_SECONDS)
-            self._beats += 1
-            # Creeps towards the next whole image without reaching it, so a finished image still counts up.
-            value = self._finished + 1 - 1 / (self._beats + 1)
-            waited = time.monotonic() - self._started
-            await self._ctx.report_progress(value, self._count, f"generating… {waited:.0f}s")
+            await anyio.sleep(POLL_SECONDS)
+            now = time.monotonic()
+            if await self.report_finished():
+                last, beats = now, 0
+            elif now - last >= HEARTBEAT_SECONDS:
+                # So hosts with a request timeout see the call is alive. Creeps towards the next whole
+                # image without reaching it, so a finished image still counts up.
+                last, beats = now, beats + 1
+                waited = self._job.status().seconds
+                value = self._reported + 1 - 1 / (beats + 1)
+                await self._ctx.report_progress(value, self._job.total, f"generating… {waited:.0f}s")
+
+    async def report_finished(self) -> bool:
+        done = self._job.done_count
+        if done <= self._reported:
+            return False
+        self._reported = done
+        ready = len(self._job.saved)
+        await self._ctx.report_progress(done, self._job.total, f"{ready} of {self._job.total} images ready")
+        return True
+
+
+def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
+    """Retry notices go to the client only while its call is still open."""
+    send = client_log(ctx)
+
+    async def note(text: str) -> None:
+        if not job.detached:
+            await send(text)
+
+    return note
+
+
+def pending_result(
+    job: ImageJob, provider: Literal["onlysq", "yandex"], model: str, prompt: str, ratio: str, waited: float
+) -> CallToolResult:
+    status = job.status()
+    output = GenerateImageOutput(
+        provider=provider,
+        model=model,
+        prompt=prompt,
+        aspect_ratio=ratio,
+        seconds=status.seconds,
+        images=[],
+        failures=status.failures,
+        job=status,
+    )
+    text = (
+        f"The images are still being generated after {waited:g}s, so this call returns now rather than run into "
+        f"the host's time limit. Nothing is lost: each image is saved when ready, and the resource {job.uri} "
+        "lists them (status `running` until then; read it again in a minute). "
+        f"{len(status.images)} of {status.total} ready so far."
+    )
+    link = ResourceLink(
+        type="resource_link",
+        uri=job.uri,
+        name=f"image-job-{job.id}",
+        mime_type="application/json",
+        description="Status of this generation and, when done, its images.",
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text), link], structured_content=output.model_dump(mode="json")
+    )
 
 
 def deliver(

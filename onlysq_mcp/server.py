@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
 import httpx2
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
+from .image_jobs import JobBoard
 from .image_sources import InputPolicy
 from .images import ImageStore
 from .onlysq import UPSTREAM as ONLYSQ
@@ -58,6 +60,7 @@ class Services:
     yandex: YandexClient | None
     catalogue: CatalogueCache
     store: ImageStore
+    jobs: JobBoard
     input_policy: InputPolicy
 
 
@@ -89,12 +92,17 @@ class Runtime:
             max_keepalive_connections=settings.onlysq_mcp_max_concurrency,
         )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
-        async with httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http:
-            self._services = build_services(settings, http, transport)
+        # Image jobs belong to the server run, not to the request that started them.
+        async with (
+            httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http,
+            anyio.create_task_group() as jobs,
+        ):
+            self._services = build_services(settings, http, transport, JobBoard(jobs))
             try:
                 yield self._services
             finally:
                 self._services = None
+                jobs.cancel_scope.cancel()
 
 
 Transport = Literal["stdio", "http"]
@@ -168,7 +176,7 @@ async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelR
     return EmptyResult()
 
 
-def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport) -> Services:
+def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport, jobs: JobBoard) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
     onlysq_upstream = Upstream(
         name=ONLYSQ,
@@ -205,6 +213,7 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
         yandex=yandex,
         catalogue=catalogue,
         store=ImageStore(settings.onlysq_mcp_output_dir),
+        jobs=jobs,
         input_policy=InputPolicy(
             max_bytes=settings.onlysq_mcp_max_input_bytes,
             local_files=transport == "stdio",

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     onlysq_mcp_inline_budget: Annotated[int, Field(ge=10_000)] = Field(
         700_000, description="Most bytes of base64 image data inlined in one tool result."
     )
+    onlysq_mcp_image_wait: Annotated[float, Field(gt=0)] = Field(
+        45.0,
+        description="Seconds `generate_image` waits for the upstream before it returns a job handle instead "
+        "(hosts time out requests at about 60 s); the images are still saved when ready.",
+    )
     onlysq_mcp_max_input_bytes: Annotated[int, Field(ge=1024)] = Field(
         20_000_000, description="Largest image `describe_image` accepts (file, URL or data)."
     )

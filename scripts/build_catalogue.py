@@ -106,10 +106,7 @@ def display_name(model_id: str) -> str:
             word = token.upper()
         else:
             word = token.capitalize()
-        if words and (
-            words[-1] in ("GPT", "ChatGPT")
-            or (word.isdigit() and re.fullmatch(r"[\d-]+", words[-1]))
-        ):
+        if words and (words[-1] in ("GPT", "ChatGPT") or (word.isdigit() and re.fullmatch(r"[\d-]+", words[-1]))):
             words[-1] += "-" + word  # GPT-4o, 2024-07-18
         else:
             words.append(word)

@@ -1,0 +1,123 @@
+"""Image generations that may outlive the tool call that started them.
+
+A generation runs in the server's own task group, not in the request. When it takes longer than
+`ONLYSQ_MCP_IMAGE_WAIT`, `generate_image` returns a job handle instead of letting the host's request time
+out; the images still land in the output folder, and the job's resource lists them once they are ready.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import anyio
+import anyio.abc
+from pydantic import BaseModel, Field
+
+from .images import SavedImage
+
+JOB_PREFIX = "onlysq://jobs/"
+KEEP_JOBS = 200
+
+
+class JobImage(BaseModel):
+    uri: str
+    path: str
+    mime_type: str
+    bytes: int
+
+
+class JobStatus(BaseModel):
+    id: str
+    uri: str = Field(description="Read this resource for the job's status and, once done, its images.")
+    status: Literal["running", "done", "failed", "cancelled"]
+    total: int = Field(description="Images asked for.")
+    images: list[JobImage] = Field(description="Images saved so far (each also an onlysq://images/... resource).")
+    failures: list[str]
+    seconds: float = Field(description="Time since the job started, or its duration once finished.")
+
+
+class ImageJob:
+    """One `generate_image` call's images, filled in as each upstream request finishes."""
+
+    def __init__(self, total: int) -> None:
+        self.id = secrets.token_hex(8)
+        self.total = total
+        self.saved: list[tuple[SavedImage, bytes]] = []
+        self.failures: list[str] = []
+        self.finished = anyio.Event()
+        self.detached = False
+        self.cancelled = False
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    @property
+    def uri(self) -> str:
+        return JOB_PREFIX + self.id
+
+    @property
+    def done_count(self) -> int:
+        return len(self.saved) + len(self.failures)
+
+    def detach(self) -> None:
+        """The call has returned: from now on the images live on disk only, not in memory."""
+        self.detached = True
+        self.saved = [(image, b"") for image, _ in self.saved]
+
+    def add(self, image: SavedImage, data: bytes) -> None:
+        self.saved.append((image, b"" if self.detached else data))
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def status(self) -> JobStatus:
+        if not self.finished.is_set():
+            state: Literal["running", "done", "failed", "cancelled"] = "running"
+        elif self.cancelled:
+            state = "cancelled"
+        else:
+            state = "done" if self.saved else "failed"
+        end = self._ended if self._ended is not None else time.monotonic()
+        return JobStatus(
+            id=self.id,
+            uri=self.uri,
+            status=state,
+            total=self.total,
+            images=[JobImage(uri=i.uri, path=str(i.path), mime_type=i.mime, bytes=i.size_bytes) for i, _ in self.saved],
+            failures=list(self.failures),
+            seconds=round(end - self._started, 2),
+        )
+
+    async def run(self, produce: Callable[[ImageJob], Awaitable[None]]) -> None:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            async with anyio.create_task_group() as group:
+                for _ in range(self.total):
+                    group.start_soon(produce, self)
+        self._ended = time.monotonic()
+        self.finished.set()
+
+
+class JobBoard:
+    """The jobs of this server run; the newest few are kept so that their handles stay readable."""
+
+    def __init__(self, group: anyio.abc.TaskGroup) -> None:
+        self._group = group
+        self._jobs: OrderedDict[str, ImageJob] = OrderedDict()
+
+    def start(self, total: int, produce: Callable[[ImageJob], Awaitable[None]]) -> ImageJob:
+        job = ImageJob(total)
+        self._jobs[job.id] = job
+        while len(self._jobs) > KEEP_JOBS:
+            self._jobs.popitem(last=False)
+        self._group.start_soon(job.run, produce)
+        return job
+
+    def get(self, job_id: str) -> ImageJob | None:
+        return self._jobs.get(job_id)

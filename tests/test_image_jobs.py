@@ -1,0 +1,110 @@
+"""Slow generations: a job handle before the host's time limit, and nothing generated is lost."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from onlysq_mcp.server import app_factory
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+async def read_json(client: Client, uri: str) -> dict:
+    result = await client.read_resource(uri)
+    return json.loads(result.contents[0].text)
+
+
+async def wait_for_job(client: Client, uri: str, timeout: float = 10) -> dict:
+    with anyio.fail_after(timeout):
+        while (status := await read_json(client, uri))["status"] == "running":
+            await anyio.sleep(0.1)
+    return status
+
+
+async def test_slow_generation_returns_a_handle_and_the_images_arrive_later(make_settings, upstream, output_dir):
+    server = app_factory(make_settings(ONLYSQ_MCP_IMAGE_WAIT="0.3"))
+    upstream.add_fault("/ai/imagen", "delay", delay=1.0, times=2)
+    async with Client(server) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a slow fox", "count": 2})
+        assert not result.is_error, text_of(result)
+        data = result.structured_content
+        assert data["images"] == []
+        job = data["job"]
+        assert job["status"] == "running" and job["total"] == 2
+        assert job["uri"].startswith("onlysq://jobs/")
+        assert "still being generated" in text_of(result) and job["uri"] in text_of(result)
+        links = [b for b in result.content if b.type == "resource_link"]
+        assert [str(link.uri) for link in links] == [job["uri"]]
+        assert not any(b.type == "image" for b in result.content)
+
+        status = await wait_for_job(client, job["uri"])
+        assert status["status"] == "done"
+        assert len(status["images"]) == 2 and status["failures"] == []
+        for image in status["images"]:
+            read = await client.read_resource(image["uri"])
+            assert read.contents[0].mime_type == "image/png"
+            on_disk = (output_dir / image["path"].rsplit("/", 1)[-1]).read_bytes()
+            assert len(on_disk) == image["bytes"]
+    assert len(list(output_dir.glob("*.png"))) == 2
+
+
+async def test_fast_generation_is_not_affected_by_the_wait(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_MCP_IMAGE_WAIT="5"))
+    async with Client(server) as client:
+        result = await client.call_tool("generate_image", {"prompt": "quick"})
+    assert result.structured_content["job"] is None
+    assert len(result.structured_content["images"]) == 1
+
+
+async def test_failed_background_job_reports_why(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_MCP_IMAGE_WAIT="0.2", ONLYSQ_RETRIES="0"))
+    async with Client(server) as client:
+        await client.call_tool("list_models", {})  # the catalogue is cached before the upstream slows down
+        upstream.latency = 0.6
+        upstream.add_fault("/ai/imagen", "status", status=400, message="prompt refused by the filter")
+        result = await client.call_tool("generate_image", {"prompt": "x"})
+        assert result.structured_content["job"]["status"] == "running"
+        status = await wait_for_job(client, result.structured_content["job"]["uri"])
+    assert status["status"] == "failed"
+    assert status["images"] == []
+    assert "prompt refused by the filter" in status["failures"][0]
+
+
+async def test_unknown_job_is_a_clear_resource_error(server, upstream):
+    async with Client(server) as client:
+        with pytest.raises(MCPError, match="no image job"):
+            await client.read_resource("onlysq://jobs/0123456789abcdef")
+
+
+async def test_cancelled_call_cancels_its_generation(make_settings, upstream, output_dir):
+    server = app_factory(make_settings(ONLYSQ_MCP_IMAGE_WAIT="30"))
+    async with Client(server, mode="legacy") as client:
+        await client.call_tool("list_models", {})
+        upstream.add_fault("/ai/imagen", "delay", delay=3)
+        with anyio.move_on_after(0.3):
+            await client.call_tool("generate_image", {"prompt": "never mind"})
+        await anyio.sleep(0.5)
+        assert upstream.in_flight == 0
+    assert upstream.disconnects == 1
+    assert not output_dir.exists() or not list(output_dir.glob("*.png"))
+
+
+async def test_job_handle_over_stdio(stdio_params, upstream):
+    stdio_params.env["ONLYSQ_MCP_IMAGE_WAIT"] = "0.3"
+    upstream.add_fault("/ai/imagen", "delay", delay=1.0)
+    async with Client(stdio_params) as client:
+        result = await client.call_tool("generate_image", {"prompt": "over stdio"})
+        job = result.structured_content["job"]
+        status = await wait_for_job(client, job["uri"])
+        assert status["status"] == "done"
+        image = await client.read_resource(status["images"][0]["uri"])
+        assert image.contents[0].mime_type == "image/png"
