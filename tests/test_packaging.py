@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -39,9 +40,8 @@ def test_wheel_contents(dist):
 
 def test_sdist_contents(dist):
     (sdist,) = dist.glob("onlysq_mcp-*.tar.gz")
-    import tarfile
-
-    names = tarfile.open(sdist).getnames()
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
     for wanted in ("pyproject.toml", "README.md", "server.json", "onlysq_mcp/data/models.json"):
         assert any(n.endswith(wanted) for n in names), wanted
 
