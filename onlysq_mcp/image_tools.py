@@ -37,6 +37,7 @@ AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", 
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.1
+VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
 UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
@@ -75,7 +76,9 @@ class DescribeImageOutput(BaseModel):
     mime_type: str
     width: int
     height: int
-    downscaled: bool = Field(description="Whether a smaller copy was sent (the original is never changed).")
+    downscaled: bool = Field(
+        description="Whether a re-encoded copy was sent: smaller, or a still PNG/JPEG of a GIF (the original is never changed)."
+    )
 
 
 def register(server: MCPServer, runtime: Runtime) -> None:
@@ -276,7 +279,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         await check_model(runtime, model_id, "vision", ctx)
 
         data, mime, downscaled = loaded.data, loaded.mime, False
-        if max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes:
+        too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes
+        # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
+        if too_big or mime not in VISION_INPUT_TYPES:
             try:
                 smaller = await anyio.to_thread.run_sync(
                     lambda: shrink(

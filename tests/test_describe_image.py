@@ -140,7 +140,6 @@ async def test_file_path(server, upstream, tmp_path, mode):
         ("base64-jpeg", JPEG, "image/jpeg"),
         ("base64-wrapped", PNG, "image/png"),
         ("webp-file", make_image("WEBP", (20, 10)), "image/webp"),
-        ("gif-file", make_image("GIF", (12, 34)), "image/gif"),
     ],
 )
 async def test_other_sources(server, upstream, tmp_path, kind, data, mime):
@@ -155,13 +154,28 @@ async def test_other_sources(server, upstream, tmp_path, kind, data, mime):
         "base64-jpeg": encoded,
         "base64-wrapped": "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)),
         "webp-file": str(path),
-        "gif-file": str(path),
     }[kind]
     result = await describe(server, {"image": image})
     assert not result.is_error, text_of(result)
     assert sent_image(upstream) == (mime, data, QUESTION)
     assert result.structured_content["mime_type"] == mime
     assert SEEN.fullmatch(text_of(result)).group(3) == mime
+
+
+async def test_gif_is_sent_as_a_still_image(server, upstream, tmp_path):
+    """Vision models document PNG, JPEG and WebP; a GIF goes as its first frame, the file untouched."""
+    path = tmp_path / "anim.gif"
+    original = make_image("GIF", (12, 34))
+    path.write_bytes(original)
+    result = await describe(server, {"image": str(path)})
+    assert not result.is_error, text_of(result)
+    mime, sent, _ = sent_image(upstream)
+    assert mime in ("image/png", "image/jpeg")
+    assert sent[:3] in (b"\x89PN", b"\xff\xd8\xff")
+    assert result.structured_content["mime_type"] == "image/gif"
+    assert result.structured_content["downscaled"] is True
+    assert (result.structured_content["width"], result.structured_content["height"]) == (12, 34)
+    assert path.read_bytes() == original
 
 
 async def test_generated_image_uri(server, upstream):
