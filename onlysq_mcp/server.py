@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,17 +15,18 @@ from typing import Any, Literal
 import anyio
 import httpx2
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult, EmptyResult, InputRequiredResult, SetLevelRequestParams
-from pydantic import ValidationError
+from pydantic import AnyUrl, ValidationError
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
 from .image_jobs import JobBoard
 from .image_sources import InputPolicy
-from .images import ImageStore
+from .images import RESOURCE_PREFIX, ImageStore
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import OnlySqClient
 from .settings import Settings
@@ -109,11 +110,33 @@ Transport = Literal["stdio", "http"]
 
 
 class OnlySqServer(MCPServer[Services]):
-    """`MCPServer` whose argument errors read as instructions: which argument, what is wrong with it.
+    """`MCPServer` with two changes.
 
-    The SDK passes pydantic's text through, with the rejected values and a documentation link; a model
-    acts faster on the field names and rules alone, and the values may be long or private.
+    Argument errors read as instructions: which argument, what is wrong with it. The SDK passes pydantic's
+    text through, with the rejected values and a documentation link; a model acts faster on the field
+    names and rules alone, and the values may be long or private.
+
+    Images saved by an earlier run stay readable at their `onlysq://images/...` URIs: only this run's
+    images are registered (and listed) as resources, so older links are served from the output folder.
     """
+
+    def __init__(self, runtime: Runtime, **options: Any) -> None:
+        super().__init__(**options)
+        self._runtime = runtime
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        try:
+            return await super().read_resource(uri, context)
+        except ResourceNotFoundError:
+            if not str(uri).startswith(RESOURCE_PREFIX):
+                raise
+            try:
+                data, mime = self._runtime.services.store.open(str(uri).removeprefix(RESOURCE_PREFIX))
+            except FileNotFoundError:
+                raise ResourceNotFoundError(f"no generated image at {uri}") from None
+            return [ReadResourceContents(content=data, mime_type=mime)]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
@@ -143,6 +166,7 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         return runtime.run(settings, transport)
 
     server = OnlySqServer(
+        runtime,
         name="onlysq-mcp",
         title="OnlySq AI",
         version=__version__,

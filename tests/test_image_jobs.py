@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import anyio
@@ -108,3 +109,19 @@ async def test_job_handle_over_stdio(stdio_params, upstream):
         assert status["status"] == "done"
         image = await client.read_resource(status["images"][0]["uri"])
         assert image.contents[0].mime_type == "image/png"
+
+
+async def test_images_of_an_earlier_run_stay_readable(make_settings, upstream, output_dir):
+    upstream.imagen_format = "JPEG"
+    async with Client(app_factory(make_settings())) as client:
+        result = await client.call_tool("generate_image", {"prompt": "kept across restarts"})
+    [image] = result.structured_content["images"]
+    async with Client(app_factory(make_settings())) as restarted:
+        listed = {str(r.uri) for r in (await restarted.list_resources()).resources}
+        assert image["uri"] not in listed  # only this run's images are listed...
+        read = await restarted.read_resource(image["uri"])  # ...but older ones can still be read
+        assert read.contents[0].mime_type == "image/jpeg"
+        assert base64.b64decode(read.contents[0].blob) == (output_dir / image["path"].rsplit("/", 1)[-1]).read_bytes()
+        for bad in ("onlysq://images/nope.png", "onlysq://images/..%2F..%2Fetc%2Fpasswd"):
+            with pytest.raises(MCPError):
+                await restarted.read_resource(bad)
