@@ -5,17 +5,15 @@ Wire formats follow `shared/docs/upstreams.md`; nothing here knows about MCP.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import GenerationFailed, UpstreamBadResponse
-from .upstream import OnRetry, Upstream
+from .upstream import OnRetry, Upstream, find_error_message
 
 UPSTREAM = "OnlySq"
 
@@ -174,11 +172,7 @@ class OnlySqClient:
             await response.aclose()
 
     def _completion(self, model: str, response: httpx2.Response) -> ChatResult:
-        body = self._upstream.parse_json(response)
-        try:
-            completion = ChatCompletion.model_validate(body)
-        except ValidationError:
-            raise UpstreamBadResponse(UPSTREAM, missing("choices[0].message", body)) from None
+        completion = self._upstream.parse(response, ChatCompletion, "choices[0].message")
         choice = completion.choices[0]
         finish_reason = choice.finish_reason or "stop"
         reply = choice.message.content or ""
@@ -206,14 +200,11 @@ class OnlySqClient:
                 except ValueError:
                     raise UpstreamBadResponse(UPSTREAM, "sent a stream event that is not JSON") from None
                 if isinstance(data, dict) and "error" in data:
-                    detail = _error_text(data["error"])
+                    detail = (find_error_message(data) or str(data["error"]))[:300]
                     raise GenerationFailed(
                         UPSTREAM, f"the model failed mid-answer ({detail}) after {sum(map(len, pieces))} characters"
                     )
-                try:
-                    chunk = ChatChunk.model_validate(data)
-                except ValidationError:
-                    raise UpstreamBadResponse(UPSTREAM, missing("choices", data)) from None
+                chunk = self._upstream.validate(data, ChatChunk, "choices")
                 served_model = chunk.model or served_model
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
@@ -239,11 +230,7 @@ class OnlySqClient:
 
     async def list_models(self, *, on_retry: OnRetry | None = None) -> ModelsResponse:
         response = await self._upstream.request("GET", "/ai/models", on_retry=on_retry)
-        body = self._upstream.parse_json(response)
-        try:
-            return ModelsResponse.model_validate(body)
-        except ValidationError:
-            raise UpstreamBadResponse(UPSTREAM, missing("models", body)) from None
+        return self._upstream.parse(response, ModelsResponse, "models")
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
@@ -255,24 +242,8 @@ class OnlySqClient:
         response = await self._upstream.request(
             "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry
         )
-        body = self._upstream.parse_json(response)
-        try:
-            imagen = ImagenResponse.model_validate(body)
-        except ValidationError:
-            raise UpstreamBadResponse(UPSTREAM, missing("files", body)) from None
-        return decode_base64(UPSTREAM, imagen.files[0])
-
-
-def decode_base64(upstream: str, data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise UpstreamBadResponse(upstream, "returned image data that is not valid base64") from None
-
-
-def missing(field: str, body: Any) -> str:
-    keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
-    return f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
+        imagen = self._upstream.parse(response, ImagenResponse, "files")
+        return self._upstream.decode_base64(imagen.files[0])
 
 
 def generation_failed(model: str) -> str:
@@ -280,9 +251,3 @@ def generation_failed(model: str) -> str:
         f"model `{model}` reported a failed generation (finish_reason: error). "
         "Try again, rephrase, or use another model."
     )
-
-
-def _error_text(error: Any) -> str:
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"][:300]
-    return str(error)[:300]

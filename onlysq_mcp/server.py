@@ -20,7 +20,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult, EmptyResult, InputRequiredResult, SetLevelRequestParams
-from pydantic import AnyUrl, ValidationError
+from pydantic import AnyUrl, HttpUrl, ValidationError
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
@@ -202,26 +202,29 @@ async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelR
 
 def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport, jobs: JobBoard) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
-    onlysq_upstream = Upstream(
-        name=ONLYSQ,
-        client=http,
-        base_url=str(settings.onlysq_base_url),
-        policy=policy,
-        read_timeout=settings.onlysq_timeout,
-        auth_hint="Set ONLYSQ_API_KEY to a valid key (the public key is `openai`).",
-        secrets=tuple(settings.secrets()),
-    )
-    onlysq = OnlySqClient(onlysq_upstream, settings.onlysq_api_key.get_secret_value(), stream=settings.onlysq_stream)
-    yandex = None
-    if settings.yandex_configured and settings.yandex_folder_id:
-        yandex_upstream = Upstream(
-            name=YANDEX,
+
+    def upstream(name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
+        return Upstream(
+            name=name,
             client=http,
-            base_url=str(settings.yandex_base_url),
+            base_url=str(base_url),
             policy=policy,
             read_timeout=settings.onlysq_timeout,
-            auth_hint="Check YANDEX_API_KEY / YANDEX_IAM_TOKEN and that YANDEX_FOLDER_ID is the folder they belong to.",
+            auth_hint=auth_hint,
             secrets=tuple(settings.secrets()),
+        )
+
+    onlysq = OnlySqClient(
+        upstream(ONLYSQ, settings.onlysq_base_url, "Set ONLYSQ_API_KEY to a valid key (the public key is `openai`)."),
+        settings.onlysq_api_key.get_secret_value(),
+        stream=settings.onlysq_stream,
+    )
+    yandex = None
+    if settings.yandex_configured and settings.yandex_folder_id:
+        yandex_upstream = upstream(
+            YANDEX,
+            settings.yandex_base_url,
+            "Check YANDEX_API_KEY / YANDEX_IAM_TOKEN and that YANDEX_FOLDER_ID is the folder they belong to.",
         )
         yandex = YandexClient(
             yandex_upstream,

@@ -5,6 +5,8 @@ Each client (`onlysq.py`, `yandex.py`) owns one `Upstream` and speaks its own wi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import json
 import logging
@@ -12,10 +14,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
+from pydantic import BaseModel, ValidationError
 
 from .errors import (
     UpstreamAuthError,
@@ -35,6 +38,7 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_SINGLE_WAIT = 30.0
 
 OnRetry = Callable[[str], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,25 @@ class Upstream:
             detail = find_error_message(body) or text.strip()
         detail = " ".join(detail.split())[:300] or "no details"
         return redact(detail, list(self.secrets))
+
+    def parse(self, response: httpx2.Response, model: type[M], field: str) -> M:
+        """The body as the wire model; `field` names what a body that does not fit is missing."""
+        return self.validate(self.parse_json(response), model, field)
+
+    def validate(self, body: Any, model: type[M], field: str) -> M:
+        try:
+            return model.model_validate(body)
+        except ValidationError:
+            keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+            raise UpstreamBadResponse(
+                self.name, f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
+            ) from None
+
+    def decode_base64(self, data: str) -> bytes:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise UpstreamBadResponse(self.name, "returned image data that is not valid base64") from None
 
     def parse_json(self, response: httpx2.Response) -> Any:
         try:

@@ -6,10 +6,8 @@ an aspect ratio such as `16x9`. Nothing here knows about MCP.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UpstreamBadResponse
-from .onlysq import decode_base64, missing
 from .upstream import OnRetry, Upstream
 
 UPSTREAM = "Yandex AI Studio"
@@ -44,9 +42,5 @@ class YandexClient:
         response = await self._upstream.request(
             "POST", "/v1/images/generations", headers=self._headers, json_body=payload, on_retry=on_retry
         )
-        body = self._upstream.parse_json(response)
-        try:
-            images = ImagesResponse.model_validate(body)
-        except ValidationError:
-            raise UpstreamBadResponse(UPSTREAM, missing("data[0].b64_json", body)) from None
-        return decode_base64(UPSTREAM, images.data[0].b64_json)
+        images = self._upstream.parse(response, ImagesResponse, "data[0].b64_json")
+        return self._upstream.decode_base64(images.data[0].b64_json)
