@@ -46,6 +46,11 @@ def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
     fake_upstream.reset()
 
 
+def text_of(result) -> str:
+    """The text blocks of a tool result, joined: what a model reads."""
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
 def upstream_env(base_url: str, output_dir: Path, *, yandex: bool = True, **extra: str) -> dict[str, str]:
     env = {
         "ONLYSQ_API_KEY": TEST_KEY,

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 from mcp import Client
 
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, text_of
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

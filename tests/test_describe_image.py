@@ -17,6 +17,7 @@ from mcp import Client
 
 from onlysq_mcp import image_sources
 from onlysq_mcp.server import app_factory
+from tests.conftest import text_of
 from tests.fake_upstream import CHAT_PATH, IMAGEN_PATH
 from tests.test_images_unit import make_image
 
@@ -28,10 +29,6 @@ JPEG = make_image("JPEG", (30, 20))
 # Over the 2048-byte input limit the error tests set, and a real image.
 BIG_PNG = make_image("PNG", (64, 64), noise=True)
 SEEN = re.compile(r"I see a (\d+)x(\d+) (image/\w+) image \((\d+) bytes\)\. Question: (.*)", re.S)
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 def sent_image(upstream) -> tuple[str, bytes, str]:

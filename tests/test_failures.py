@@ -9,12 +9,9 @@ import pytest
 from mcp import Client
 
 from onlysq_mcp.server import app_factory
+from tests.conftest import text_of
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 async def test_dropped_connection_is_retried(server, upstream):

@@ -13,16 +13,12 @@ from mcp import Client
 from onlysq_mcp import image_tools
 from onlysq_mcp.images import pixel_size, sniff_mime
 from onlysq_mcp.server import app_factory
-from tests.conftest import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY
+from tests.conftest import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY, text_of
 from tests.fake_upstream import IMAGEN_PATH, IMAGEN_RATIOS, MODELS_PATH, YANDEX_IMAGES_PATH, _render_image
 
 pytestmark = pytest.mark.anyio
 
 YANDEX_MODEL_URI = f"art://{YANDEX_FOLDER}/aliceai-image-art-3.0"
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 def blocks(result, kind: str) -> list:

@@ -11,12 +11,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from onlysq_mcp.server import app_factory
+from tests.conftest import text_of
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 async def read_json(client: Client, uri: str) -> dict:

@@ -14,13 +14,10 @@ from PIL import Image
 from onlysq_mcp import image_sources
 from onlysq_mcp.image_sources import ImageInputError, InputPolicy, download
 from onlysq_mcp.server import app_factory
+from tests.conftest import text_of
 from tests.test_describe_image import web  # noqa: F401  (the local image web server fixture)
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 def write_png(path: Path) -> Path:

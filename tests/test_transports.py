@@ -9,15 +9,19 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import TEST_KEY, clean_env, server_command, start_http_server, stop_http_server, upstream_env
+from tests.conftest import (
+    TEST_KEY,
+    clean_env,
+    server_command,
+    start_http_server,
+    stop_http_server,
+    text_of,
+    upstream_env,
+)
 
 pytestmark = pytest.mark.anyio
 
 TOOLS = {"chat", "list_models", "generate_image", "describe_image"}
-
-
-def text_of(result) -> str:
-    return "\n".join(block.text for block in result.content if block.type == "text")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
