@@ -37,6 +37,7 @@ AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", 
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.1
+SLOW_SECONDS = 20.0
 VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
 UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
@@ -329,9 +330,14 @@ class GenerationProgress:
     async def follow(self) -> None:
         last = time.monotonic()
         beats = 0
+        slow_noted = False
         while True:
             await anyio.sleep(POLL_SECONDS)
             now = time.monotonic()
+            if not slow_noted and self._job.status().seconds >= SLOW_SECONDS:
+                slow_noted = True
+                note = f"generate_image: the upstream is slow, {self._job.done_count} of {self._job.total} images after {SLOW_SECONDS:g}s"
+                await client_log(self._ctx, "notice")(note)
             if await self.report_finished():
                 last, beats = now, 0
             elif now - last >= HEARTBEAT_SECONDS:

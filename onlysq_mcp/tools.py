@@ -272,12 +272,12 @@ def connection_of(session: object) -> object:
     return getattr(session, "_connection", session)
 
 
-def client_log(ctx: Context) -> OnRetry:
-    """Retries are worth telling the host about: the call is slower than usual, and why."""
+def client_log(ctx: Context, level: LoggingLevel = "warning") -> OnRetry:
+    """Sends notes to the host's log, e.g. retries and slow upstreams: why a call takes longer than usual."""
 
     async def send(note: str) -> None:
         wanted = client_log_levels.get(connection_of(ctx.request_context.session), "debug")
-        if LOG_LEVELS.index("warning") >= LOG_LEVELS.index(wanted):
-            await ctx.log("warning", note, logger_name="onlysq_mcp.upstream")
+        if LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted):
+            await ctx.log(level, note, logger_name="onlysq_mcp.upstream")
 
     return send

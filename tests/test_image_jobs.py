@@ -122,3 +122,20 @@ async def test_images_of_an_earlier_run_stay_readable(make_settings, upstream, o
         for bad in ("onlysq://images/nope.png", "onlysq://images/..%2F..%2Fetc%2Fpasswd"):
             with pytest.raises(MCPError):
                 await restarted.read_resource(bad)
+
+
+async def test_slow_generation_is_noted_in_the_client_log(make_settings, upstream, monkeypatch):
+    from onlysq_mcp import image_tools
+
+    monkeypatch.setattr(image_tools, "SLOW_SECONDS", 0.2)
+    notes = []
+
+    async def on_log(params) -> None:
+        notes.append(params)
+
+    upstream.add_fault("/ai/imagen", "delay", delay=0.6)
+    async with Client(app_factory(make_settings()), mode="legacy", logging_callback=on_log) as client:
+        result = await client.call_tool("generate_image", {"prompt": "slowly"})
+    assert not result.is_error
+    slow = [n for n in notes if "upstream is slow" in str(n.data)]
+    assert len(slow) == 1 and slow[0].level == "notice"
