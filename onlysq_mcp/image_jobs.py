@@ -10,8 +10,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from .images import SavedImage
 
 JOB_PREFIX = "onlysq://jobs/"
+Producer = Callable[["ImageJob"], Coroutine[Any, Any, None]]
 KEEP_JOBS = 200
 
 
@@ -94,7 +95,7 @@ class ImageJob:
             seconds=round(end - self._started, 2),
         )
 
-    async def run(self, produce: Callable[[ImageJob], Awaitable[None]]) -> None:
+    async def run(self, produce: Producer) -> None:
         with anyio.CancelScope() as scope:
             self._scope = scope
             async with anyio.create_task_group() as group:
@@ -111,7 +112,7 @@ class JobBoard:
         self._group = group
         self._jobs: OrderedDict[str, ImageJob] = OrderedDict()
 
-    def start(self, total: int, produce: Callable[[ImageJob], Awaitable[None]]) -> ImageJob:
+    def start(self, total: int, produce: Producer) -> ImageJob:
         job = ImageJob(total)
         self._jobs[job.id] = job
         while len(self._jobs) > KEEP_JOBS:

@@ -76,8 +76,7 @@ async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, 
     if scheme == "file":
         # file:///C:/x.png carries a Windows drive after the leading slash.
         raw = unquote(parsed.path)
-        path = raw[1:] if WINDOWS_PATH.match(raw[1:]) else raw
-        return read_file(Path(path), policy)
+        return read_file(Path(raw[1:] if WINDOWS_PATH.match(raw[1:]) else raw), policy)
     path = Path(spec).expanduser()
     # Base64 of a JPEG starts with `/9j/` and looks like a path; only an existing file wins over it.
     if len(spec) > 100 and BASE64_TEXT.match(spec) and not is_file(path):

@@ -87,7 +87,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         server,
         title="Generate images",
         annotations=ToolAnnotations(
-            readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
         ),
     )
     async def generate_image(
@@ -234,7 +234,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
     @tool(
         server,
         title="Describe an image",
-        annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=False, openWorldHint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
     )
     async def describe_image(
         image: Annotated[

@@ -173,7 +173,7 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         instructions=INSTRUCTIONS,
         website_url="https://github.com/onlysq-mcp/onlysq-mcp",
         lifespan=lifespan,
-        log_level=settings.onlysq_mcp_log_level,  # type: ignore[arg-type]
+        log_level=settings.onlysq_mcp_log_level,
     )
     tools.register(server, runtime)
     # Hosts of the 2025-11-25 protocol set the level of the log messages they get (retry notices);

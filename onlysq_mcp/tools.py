@@ -70,7 +70,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
     @tool(
         server,
         title="Chat with an OnlySq model",
-        annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=False, openWorldHint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
     )
     async def chat(
         prompt: Annotated[
@@ -156,7 +158,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
     @tool(
         server,
         title="List available models",
-        annotations=ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=True),
+        annotations=ToolAnnotations(
+            read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
     )
     async def list_models(
         ctx: Context,
