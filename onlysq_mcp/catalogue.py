@@ -60,9 +60,7 @@ class Catalogue(BaseModel):
         needle = (search or "").strip().lower()
         chosen = []
         for model in self.models:
-            if kind == "vision" and not model.vision:
-                continue
-            if kind in ("chat", "image") and model.kind != kind:
+            if not is_kind(model, kind):
                 continue
             text = " ".join(filter(None, [model.id, model.name, model.description, model.owner])).lower()
             if needle and needle not in text:
@@ -73,6 +71,12 @@ class Catalogue(BaseModel):
     def closest(self, model_id: str, kind: KindFilter) -> list[str]:
         ids = [m.id for m in self.select(kind)]
         return difflib.get_close_matches(model_id, ids, n=3, cutoff=0.5)
+
+
+def is_kind(model: ModelEntry, kind: KindFilter) -> bool:
+    if kind == "vision":
+        return model.vision
+    return kind == "all" or model.kind == kind
 
 
 def entries_from(response: ModelsResponse) -> list[ModelEntry]:
@@ -126,30 +130,35 @@ class CatalogueCache:
         self._client = client
         self._ttl = ttl
         self._extra = yandex_entries() if include_yandex else []
-        self._live: list[ModelEntry] | None = None
+        self._live: Catalogue | None = None
         self._fetched_at = 0.0
         self._lock = anyio.Lock()
 
-    async def get(self, *, on_retry: OnRetry | None = None) -> Catalogue:
+    def _fresh(self) -> Catalogue | None:
         if self._live is not None and time.monotonic() - self._fetched_at < self._ttl:
-            return Catalogue(source="live", models=self._live + self._extra)
+            return self._live
+        return None
+
+    async def get(self, *, on_retry: OnRetry | None = None) -> Catalogue:
+        if (fresh := self._fresh()) is not None:
+            return fresh
         async with self._lock:
             # Another caller may have refreshed it while this one waited for the lock.
-            if self._live is not None and time.monotonic() - self._fetched_at < self._ttl:
-                return Catalogue(source="live", models=self._live + self._extra)
+            if (fresh := self._fresh()) is not None:
+                return fresh
             try:
                 response = await self._client.list_models(on_retry=on_retry)
             except UpstreamError as exc:
                 return self._fallback(str(exc))
-            self._live = entries_from(response)
+            self._live = Catalogue(source="live", models=entries_from(response) + self._extra)
             self._fetched_at = time.monotonic()
-            return Catalogue(source="live", models=self._live + self._extra)
+            return self._live
 
     def _fallback(self, reason: str) -> Catalogue:
         if self._live is not None:
             age = time.monotonic() - self._fetched_at
             note = f"The live catalogue could not be fetched ({reason}); showing the copy from {age:.0f}s ago."
-            return Catalogue(source="cached", note=note, models=self._live + self._extra)
+            return self._live.model_copy(update={"source": "cached", "note": note})
         note = (
             f"The live catalogue could not be fetched ({reason}); showing the catalogue bundled with this "
             "server, which may list models the service no longer offers."

@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, LoggingLevel, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .catalogue import Catalogue, KindFilter, ModelEntry
+from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
 from .errors import UpstreamError
 from .onlysq import Message, Usage
 from .upstream import OnRetry
@@ -207,7 +207,7 @@ async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Co
         raise ToolError("`model` is empty: pass a model id from `list_models`, or leave it out for the default.")
     catalogue: Catalogue = await runtime.services.catalogue.get(on_retry=client_log(ctx))
     entry = catalogue.find(model_id)
-    if entry is not None and entry in catalogue.select(kind):
+    if entry is not None and is_kind(entry, kind):
         return entry
     if catalogue.source != "live":
         return None
