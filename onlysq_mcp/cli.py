@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.onlysq_mcp_log_level != "DEBUG":
+        # A line per upstream request is noise at INFO, and costs a few percent of every call.
+        for name in ("httpx2", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     from .server import app_factory
 
     server = app_factory(settings, transport=args.transport)

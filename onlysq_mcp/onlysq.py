@@ -9,8 +9,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import anyio
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GenerationFailed, UpstreamBadResponse
 from .upstream import OnRetry, Upstream, find_error_message
@@ -188,23 +189,16 @@ class OnlySqClient:
         usage: Usage | None = None
         served_model = model
         done = False
+        events = httpx2.EventSource(response).__aiter__()
         try:
-            async for event in httpx2.EventSource(response):
-                if event.data.strip() == "[DONE]":
+            async for event in events:
+                data = event.data.strip()
+                if data == "[DONE]":
                     done = True
                     break
-                if not event.data.strip():
+                if not data:
                     continue
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    raise UpstreamBadResponse(UPSTREAM, "sent a stream event that is not JSON") from None
-                if isinstance(data, dict) and "error" in data:
-                    detail = (find_error_message(data) or str(data["error"]))[:300]
-                    raise GenerationFailed(
-                        UPSTREAM, f"the model failed mid-answer ({detail}) after {sum(map(len, pieces))} characters"
-                    )
-                chunk = self._upstream.validate(data, ChatChunk, "choices")
+                chunk = self._parse_chunk(data, sum(map(len, pieces)))
                 served_model = chunk.model or served_model
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
@@ -213,10 +207,17 @@ class OnlySqClient:
                         if on_delta is not None:
                             await on_delta(choice.delta.content)
                     finish_reason = choice.finish_reason or finish_reason
+            if done:
+                # The end of the body follows [DONE]: read it, or the connection is closed rather than
+                # reused, and the next call pays a new TCP and TLS handshake.
+                with anyio.move_on_after(1.0):
+                    async for _ in events:
+                        pass
         except httpx2.TimeoutException as exc:
-            raise self._upstream.timeout_error(exc) from None
+            if not done:
+                raise self._upstream.timeout_error(exc) from None
         except httpx2.TransportError:
-            done = False
+            pass
         if finish_reason == "error":
             raise GenerationFailed(UPSTREAM, generation_failed(model))
         if not done and finish_reason is None:
@@ -227,6 +228,21 @@ class OnlySqClient:
                 "the partial answer is not returned. Try again.",
             )
         return ChatResult(model=served_model, reply="".join(pieces), finish_reason=finish_reason or "stop", usage=usage)
+
+    def _parse_chunk(self, data: str, received: int) -> ChatChunk:
+        try:
+            # The common case in one step, parsed and validated by pydantic-core.
+            return ChatChunk.model_validate_json(data)
+        except ValidationError:
+            pass
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise UpstreamBadResponse(UPSTREAM, "sent a stream event that is not JSON") from None
+        if isinstance(body, dict) and "error" in body:
+            detail = (find_error_message(body) or str(body["error"]))[:300]
+            raise GenerationFailed(UPSTREAM, f"the model failed mid-answer ({detail}) after {received} characters")
+        return self._upstream.validate(body, ChatChunk, "choices")
 
     async def list_models(self, *, on_retry: OnRetry | None = None) -> ModelsResponse:
         response = await self._upstream.request("GET", "/ai/models", on_retry=on_retry)
@@ -243,6 +259,7 @@ class OnlySqClient:
             "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry
         )
         imagen = self._upstream.parse(response, ImagenResponse, "files")
+        del response  # the raw body is as large as the base64 text: free it before the decoded copy is made
         return self._upstream.decode_base64(imagen.files[0])
 
 

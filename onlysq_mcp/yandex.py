@@ -43,4 +43,5 @@ class YandexClient:
             "POST", "/v1/images/generations", headers=self._headers, json_body=payload, on_retry=on_retry
         )
         images = self._upstream.parse(response, ImagesResponse, "data[0].b64_json")
+        del response  # the raw body is as large as the base64 text: free it before the decoded copy is made
         return self._upstream.decode_base64(images.data[0].b64_json)

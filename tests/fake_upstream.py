@@ -234,6 +234,7 @@ class RecordedRequest:
     body: bytes
     json: Any  # the parsed body, or None when it is empty or not JSON
     time: float  # time.time() on arrival
+    client: tuple[str, int] | None = None  # the client's address and port: one per connection
 
 
 @dataclass(frozen=True)
@@ -526,6 +527,7 @@ class FakeUpstream:
             body=body,
             json=parsed,
             time=time.time(),
+            client=tuple(scope["client"]) if scope.get("client") else None,
         )
         with self._lock:
             self._requests.append(record)

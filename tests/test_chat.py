@@ -180,3 +180,16 @@ async def test_bad_request_is_not_retried(server, upstream):
         result = await client.call_tool("chat", {"prompt": "x"})
     assert result.is_error
     assert len(upstream.requests_to("/ai/v2")) == 1
+
+
+@pytest.mark.parametrize("stream", ["true", "false"])
+async def test_upstream_connection_is_reused_across_calls(make_settings, upstream, stream):
+    """A stream read to its end returns its connection to the pool: no new TCP and TLS handshake per call."""
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_STREAM=stream))
+    async with Client(server) as client:
+        for i in range(3):
+            result = await client.call_tool("chat", {"prompt": f"call {i}"})
+            assert text_of(result) == f"Echo: call {i}"
+    assert len({r.client for r in upstream.requests}) == 1
