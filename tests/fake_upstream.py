@@ -559,8 +559,7 @@ class FakeUpstream:
                 group.start_soon(answer, group)
                 group.start_soon(watch_disconnect, group)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            exchange.finish()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the server stops so shutdown never waits for a stall."""
@@ -888,12 +887,22 @@ class _Exchange:
         self.record = record
         self.fault = fault
         self.complete = False
+        self._counted_out = False
 
     async def _send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             # Marked before the await: the server may report the disconnect of a finished exchange at once.
             self.complete = True
+            # No longer in flight once the last byte is handed over: the client may reuse the connection
+            # at once, before this task has finished, and must not be counted twice.
+            self.finish()
         await self._raw_send(message)
+
+    def finish(self) -> None:
+        if not self._counted_out:
+            self._counted_out = True
+            with self.fake._lock:
+                self.fake._in_flight -= 1
 
     @property
     def fault_kind(self) -> str | None:

@@ -1,0 +1,610 @@
+"""The six benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
+
+Project and floor always run against the same fake upstream, one after the other within each run, in
+alternating order, so that a busy neighbour on the machine slows both rather than one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from harness import (
+    FLOOR,
+    PROJECT,
+    PYTHON,
+    ROOT,
+    TARGETS,
+    Target,
+    child_pid,
+    cpu_seconds,
+    fake_upstream,
+    http_server,
+    median,
+    memory_kib,
+    python_env,
+    send_log,
+    server_env,
+    workdir,
+)
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+INLINE_BUDGET = 700_000  # the project's default ONLYSQ_MCP_INLINE_BUDGET
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: int = 5
+    cold_runs: int = 7
+    concurrency_runs: int = 3
+    calls: int = 200
+    concurrent: int = 100
+    stream_calls: int = 20
+    soak_calls: int = 5000
+    soak_warmup: int = 500
+
+
+QUICK = Plan(
+    runs=1, cold_runs=3, concurrency_runs=1, calls=30, concurrent=100, stream_calls=5, soak_calls=300, soak_warmup=100
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    bench: str
+    metric: str
+    project: float | None
+    floor: float | None
+    unit: str
+    target: str
+    met: bool | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.project / self.floor if self.project is not None and self.floor else None
+
+
+def alternate(run: int, targets: tuple[Target, ...] = TARGETS) -> tuple[Target, ...]:
+    return targets if run % 2 == 0 else targets[::-1]
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
+def http_client(url: str) -> Client:
+    """A streamable-HTTP client whose own connection pool never limits the measurement."""
+    http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=None), timeout=httpx2.Timeout(30, read=300))
+    return Client(streamable_http_client(url, http_client=http), mode="legacy")
+
+
+# --- 1. cold start --------------------------------------------------------------------------------
+
+
+def cold_start(plan: Plan) -> list[Row]:
+    times: dict[str, list[float]] = {"project": [], "floor": []}
+
+    async def once(target: Target, base_url: str, folder: Path) -> None:
+        started = time.perf_counter()
+        async with target.stdio(base_url, folder) as client:
+            await client.list_tools()
+            times[target.name].append(time.perf_counter() - started)
+
+    with fake_upstream() as base_url, workdir() as folder:
+        for run in range(plan.cold_runs + 1):
+            for target in alternate(run):
+                anyio.run(once, target, base_url, folder)
+    project, floor = median(times["project"][1:]), median(times["floor"][1:])  # the first start is a warm-up
+    return [
+        Row(
+            "1. cold start",
+            "stdio spawn → initialize → tools/list",
+            project,
+            floor,
+            "s",
+            "≤ 1.10 × floor",
+            project <= 1.10 * floor,
+            f"median of {plan.cold_runs}",
+        )
+    ]
+
+
+IMPORT_PROBE = """
+import atexit, json, sys
+opened = []
+sys.addaudithook(lambda event, args: event == "open" and str(args[0]).endswith("models.json") and opened.append(1))
+watch = ("PIL", "uvicorn", "starlette", "sse_starlette", "platformdirs", "onlysq_mcp.http_app")
+atexit.register(lambda: print("PROBE " + json.dumps(
+    {"modules": [m for m in watch if m in sys.modules], "catalogue_read": bool(opened), "count": len(sys.modules)}),
+    file=sys.stderr, flush=True))
+import runpy
+sys.argv = [sys.argv[0]]
+{run}
+"""
+
+
+def start_path(plan: Plan) -> list[Row]:
+    """Which heavy modules the real stdio start path (spawn, initialize, tools/list, exit) imports."""
+    runs = {
+        PROJECT: "runpy.run_module('onlysq_mcp', run_name='__main__')",
+        FLOOR: f"runpy.run_path({str(ROOT / 'bench' / 'floor_server.py')!r}, run_name='__main__')",
+    }
+    seen: dict[str, dict[str, Any]] = {}
+
+    async def once(target: Target, base_url: str, folder: Path) -> None:
+        probe = Target(target.name, (PYTHON, "-c", IMPORT_PROBE.replace("{run}", runs[target])), ())
+        async with probe.stdio(base_url, folder) as client:
+            await client.list_tools()
+        await anyio.sleep(0.2)
+        log = (folder / f"{target.name}-stdio.log").read_text()
+        seen[target.name] = json.loads(log.rsplit("PROBE ", 1)[1].splitlines()[0])
+
+    with fake_upstream() as base_url, workdir() as folder:
+        for target in TARGETS:
+            anyio.run(once, target, base_url, folder)
+    project, floor = seen["project"], seen["floor"]
+    ours = [m for m in project["modules"] if m not in floor["modules"]]
+    return [
+        Row(
+            "1. cold start",
+            "modules loaded on the stdio start path",
+            project["count"],
+            floor["count"],
+            "modules",
+            "no Pillow, no HTTP stack, no catalogue",
+            not ours and not project["catalogue_read"],
+            f"project adds: {', '.join(ours) or 'none of PIL/uvicorn/starlette/platformdirs/http_app'}; "
+            f"both load (via the SDK): {', '.join(m for m in floor['modules']) or '-'}; "
+            f"bundled catalogue read: {'yes' if project['catalogue_read'] else 'no'}",
+        )
+    ]
+
+
+def import_times(modules: str) -> tuple[float, dict[str, int]]:
+    """`python -X importtime -c 'import …'`: (total seconds, {module: self µs}), from the fastest of 5 runs."""
+    best: tuple[float, dict[str, int]] | None = None
+    for _ in range(5):
+        command = [PYTHON, "-X", "importtime", "-c", f"import {modules}"]
+        out = subprocess.run(command, capture_output=True, text=True, cwd="/", env=python_env()).stderr
+        total, own = 0, {}
+        for match in re.finditer(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)$", out, re.M):
+            own[match.group(4)] = int(match.group(1))
+            if not match.group(3):
+                total += int(match.group(2))
+        if best is None or total / 1e6 < best[0]:
+            best = (total / 1e6, own)
+    assert best is not None
+    return best
+
+
+def import_report() -> tuple[list[Row], list[str]]:
+    project_total, project = import_times("onlysq_mcp.cli, onlysq_mcp.settings, onlysq_mcp.server")
+    floor_total, floor = import_times("mcp.server.mcpserver, httpx2")
+    only_ours = sorted(((name, us) for name, us in project.items() if name not in floor), key=lambda i: -i[1])
+    lines = [
+        f"Import time of the stdio start path: project {project_total * 1000:.0f} ms "
+        f"(`import onlysq_mcp.cli, onlysq_mcp.settings, onlysq_mcp.server`), floor {floor_total * 1000:.0f} ms "
+        f"(`import mcp.server.mcpserver, httpx2`); fastest of 5 runs of `python -X importtime`.",
+        "",
+        "| largest self times, all modules | | modules only the project imports | |",
+        "|---|---|---|---|",
+    ]
+    everything = sorted(project.items(), key=lambda i: -i[1])
+    for (name, us), (mine, mine_us) in zip(everything[:12], only_ours[:12], strict=False):
+        lines.append(f"| `{name}` | {us / 1000:.1f} ms | `{mine}` | {mine_us / 1000:.1f} ms |")
+    row = Row(
+        "1. cold start",
+        "import time (`-X importtime`)",
+        project_total,
+        floor_total,
+        "s",
+        "(information)",
+        None,
+        f"project-only modules: {len(only_ours)}, {sum(us for _, us in only_ours) / 1000:.0f} ms self time",
+    )
+    return [row], lines
+
+
+# --- 2. per-call overhead -------------------------------------------------------------------------
+
+
+def per_call(plan: Plan) -> list[Row]:
+    variants = {
+        "project": (PROJECT, {}),
+        "floor": (FLOOR, {}),
+        "project, ONLYSQ_STREAM=false": (PROJECT, {"ONLYSQ_STREAM": "false"}),
+    }
+    walls: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
+
+    async def once(name: str, base_url: str, folder: Path) -> None:
+        target, env = variants[name]
+        async with target.stdio(base_url, folder, **env) as client:
+            pid = child_pid(target)
+            for tool, arguments in (("chat", {"prompt": "ping"}), ("list_models", {})):
+                for _ in range(10):  # warm-up: connections, caches, lazy imports
+                    await client.call_tool(tool, arguments)
+                each = []
+                cpu = cpu_seconds(pid)
+                for _ in range(plan.calls):
+                    started = time.perf_counter()
+                    result = await client.call_tool(tool, arguments)
+                    each.append(time.perf_counter() - started)
+                    assert not result.is_error, text_of(result)
+                cpus.setdefault((name, tool), []).append((cpu_seconds(pid) - cpu) / plan.calls)
+                walls.setdefault((name, tool), []).append(median(each))
+
+    with fake_upstream() as base_url, workdir() as folder:
+        for run in range(plan.runs):
+            names = list(variants) if run % 2 == 0 else list(variants)[::-1]
+            for name in names:
+                anyio.run(once, name, base_url, folder)
+
+    def ms(table: dict[tuple[str, str], list[float]], name: str, tool: str) -> float:
+        return median(table[(name, tool)]) * 1000
+
+    rows = []
+    bench = "2. per call (stdio)"
+    note = f"{plan.calls} sequential calls per run; median of the per-run medians, {plan.runs} runs"
+    for tool, what in (("chat", "`chat`, zero-latency upstream"), ("list_models", "`list_models` (project: cached)")):
+        project, floor = ms(walls, "project", tool), ms(walls, "floor", tool)
+        rows.append(
+            Row(
+                bench, f"median per call, {what}", project, floor, "ms", "≤ 1.25 × floor", project <= 1.25 * floor, note
+            )
+        )
+        rows.append(
+            Row(
+                bench,
+                f"server CPU per call, {what}",
+                ms(cpus, "project", tool),
+                ms(cpus, "floor", tool),
+                "ms",
+                "(information)",
+                None,
+                "user+system time of the server process / calls",
+            )
+        )
+    nostream = "project, ONLYSQ_STREAM=false"
+    rows.append(
+        Row(
+            bench,
+            "median per call, `chat`, project with ONLYSQ_STREAM=false",
+            ms(walls, nostream, "chat"),
+            ms(walls, "floor", "chat"),
+            "ms",
+            "(information)",
+            None,
+            f"server CPU {ms(cpus, nostream, 'chat'):.2f} ms per call; the floor does not stream either",
+        )
+    )
+    return rows  # fmt: skip
+
+
+# --- 3. concurrency -------------------------------------------------------------------------------
+
+
+async def one_session(url: str, n: int) -> tuple[float, int]:
+    """One session, `n` calls on it at once: (wall of the calls, failed calls)."""
+    failed = []
+    async with http_client(url) as client:
+        await client.call_tool("chat", {"prompt": "warm"})
+        started = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for i in range(n):
+                group.start_soon(echo, client, f"c{i}", failed)
+        return time.perf_counter() - started, len(failed)
+
+
+async def many_sessions(url: str, n: int) -> tuple[float, int]:
+    """`n` sessions opened and their tools listed, as hosts do on connecting (not timed); then one call on each
+    at once: (wall of the calls, failed calls)."""
+    failed: list[str] = []
+    ready = anyio.Event()
+    opened = 0
+    started = 0.0
+    done = anyio.Event()
+    finished = 0
+
+    async def session(i: int) -> None:
+        nonlocal opened, finished
+        async with http_client(url) as client:
+            await client.list_tools()
+            opened += 1
+            if opened == n:
+                ready.set()
+            await ready.wait()
+            await echo(client, f"s{i}", failed)
+            finished += 1
+            if finished == n:
+                done.set()
+            await done.wait()
+
+    async with anyio.create_task_group() as group:
+        for i in range(n):
+            group.start_soon(session, i)
+        await ready.wait()
+        started = time.perf_counter()
+        await done.wait()
+        return time.perf_counter() - started, len(failed)
+
+
+async def echo(client: Client, prompt: str, failed: list[str]) -> None:
+    result = await client.call_tool("chat", {"prompt": prompt})
+    if result.is_error or prompt not in text_of(result):
+        failed.append(text_of(result))
+
+
+def concurrency(plan: Plan) -> list[Row]:
+    n = plan.concurrent
+    variants = {
+        "project": (PROJECT, {"ONLYSQ_MCP_MAX_CONCURRENCY": str(n)}),
+        "floor": (FLOOR, {}),
+        "default": (PROJECT, {}),
+    }
+    walls: dict[tuple[str, str], list[float]] = {}
+    failed: dict[str, int] = dict.fromkeys(variants, 0)
+    with fake_upstream("--latency", "1") as base_url, workdir() as folder:
+        for run in range(plan.concurrency_runs):
+            names = list(variants) if run % 2 == 0 else list(variants)[::-1]
+            for name in names:
+                if name == "default" and run >= 2:
+                    continue  # ≈ 7 s a run and always the same: two runs tell it
+                target, env = variants[name]
+                with http_server(target, base_url, folder, **env) as (url, _):
+                    for kind, scenario in (("one", one_session), ("many", many_sessions)):
+                        wall, errors = anyio.run(scenario, url, n)
+                        walls.setdefault((name, kind), []).append(wall)
+                        failed[name] += errors
+    rows = []
+    bench = "3. concurrency (HTTP, 1 s upstream)"
+    for kind, what in (("one", "ONE session"), ("many", f"{n} sessions")):
+        project, floor, default = (median(walls[(name, kind)]) for name in variants)
+        rows.append(
+            Row(
+                bench,
+                f"{n} concurrent `chat`, {what}, ONLYSQ_MCP_MAX_CONCURRENCY={n}",
+                project,
+                floor,
+                "s",
+                "≤ 1.15 s and ≤ floor",
+                project <= 1.15 and project <= floor,
+                f"wall of the calls, median of {plan.concurrency_runs}; failed calls: project {failed['project']}, "
+                f"floor {failed['floor']}",
+            )
+        )
+        rows.append(
+            Row(
+                bench,
+                f"{n} concurrent `chat`, {what}, default ONLYSQ_MCP_MAX_CONCURRENCY=16",
+                default,
+                floor,
+                "s",
+                "(information: ⌈100/16⌉ = 7 waves of 1 s)",
+                None,
+                f"median of {min(plan.concurrency_runs, 2)}; failed calls: {failed['default']}",
+            )
+        )
+    return rows  # fmt: skip
+
+
+# --- 4. big images --------------------------------------------------------------------------------
+
+IMAGE_PROMPT = "benchmark noise"
+IMAGE_SEED = 1234
+
+
+def expected_image() -> bytes:
+    """What the fake sends for IMAGE_PROMPT and IMAGE_SEED: rendered again here, deterministically."""
+    from tests.fake_upstream import _render_image
+
+    return _render_image(IMAGE_PROMPT, IMAGE_SEED, 2048, 2048, "PNG", True)
+
+
+def big_images(plan: Plan) -> list[Row]:
+    expected = hashlib.sha256(expected_image()).hexdigest()
+    walls: dict[str, list[float]] = {"project": [], "floor": []}
+    after: dict[str, list[float]] = {"project": [], "floor": []}
+    peaks: dict[str, list[float]] = {"project": [], "floor": []}
+    checks: list[str] = []
+    arguments = {"prompt": IMAGE_PROMPT, "count": 4, "seed": IMAGE_SEED}
+
+    async def once(target: Target, base_url: str, folder: Path, log: Path) -> None:
+        images = folder / "images"
+        for old in images.glob("*") if images.exists() else []:
+            old.unlink()
+        async with target.stdio(base_url, folder) as client:
+            await client.call_tool("list_models", {})  # the catalogue is cached before the clock starts
+            started = time.monotonic()
+            result = await client.call_tool("generate_image", arguments)
+            ended = time.monotonic()
+            peaks[target.name].append(memory_kib(child_pid(target))["VmHWM"] / 1024)
+        walls[target.name].append(ended - started)
+        after[target.name].append(ended - send_log(log, "/ai/imagen", "last")[-1])
+        assert not result.is_error, text_of(result)
+        if target is PROJECT:
+            inline = sum(len(block.data) for block in result.content if block.type == "image")
+            saved = sorted(images.glob("*.png"))
+            same = [hashlib.sha256(path.read_bytes()).hexdigest() == expected for path in saved]
+            kinds = "/".join(f["inline"] for f in result.structured_content["images"])
+            checks.append(
+                f"inline {inline:,} B of base64 ({'within' if inline <= INLINE_BUDGET else 'OVER'} the "
+                f"{INLINE_BUDGET:,} B budget; {kinds}), {sum(same)}/{len(saved)} saved files byte-identical"
+            )
+            if inline > INLINE_BUDGET or len(saved) != 4 or not all(same):
+                raise AssertionError(checks[-1])
+
+    with workdir() as folder:
+        log = folder / "sends.log"
+        log.touch()
+        with fake_upstream("--image-long-side", "2048", "--image-noise", "--send-log", str(log)) as base_url:
+            for run in range(plan.runs):
+                for target in alternate(run):
+                    anyio.run(once, target, base_url, folder, log)
+    (wall_p, wall_f), (after_p, after_f), (peak_p, peak_f) = (
+        (median(table["project"]), median(table["floor"])) for table in (walls, after, peaks)
+    )
+    bench = "4. big images (stdio)"
+    return [
+        Row(bench, "`generate_image` count=4, 2048² noise PNG (~12 MB each): wall", wall_p, wall_f, "s",
+            "≤ 1.5 × floor", wall_p <= 1.5 * wall_f, f"median of {plan.runs}; every run: {checks[-1]}"),
+        Row(bench, "… of which after the upstream sent the last image", after_p, after_f, "s", "(information)", None,
+            "the server's own work: decode, save, previews (project); parse (floor)"),
+        Row(bench, "server peak RSS (VmHWM)", peak_p, peak_f, "MiB", "≤ 1.5 × floor", peak_p <= 1.5 * peak_f,
+            "a fresh server per run"),
+    ]  # fmt: skip
+
+
+# --- 5. streaming ---------------------------------------------------------------------------------
+
+
+def streaming(plan: Plan) -> list[Row]:
+    """Upstream's first chunk (stamped by the fake as it writes it) → the client's first progress."""
+    rows = []
+    with workdir() as folder:
+        log = folder / "sends.log"
+        log.touch()
+        fake_args = ("--chat-reply", "x" * 40, "--stream-chunk-delay", "0.02", "--send-log", str(log))
+        with fake_upstream(*fake_args) as base_url:
+            for transport in ("stdio", "HTTP"):
+                delays = anyio.run(stream_delays, transport, base_url, folder, log, plan.stream_calls)
+                ms = sorted(d * 1000 for d in delays)
+                p90 = ms[int(0.9 * (len(ms) - 1))]
+                rows.append(
+                    Row(
+                        "5. streaming",
+                        f"first upstream chunk → first progress at the client ({transport})",
+                        median(ms),
+                        None,
+                        "ms",
+                        "≤ 20 ms",
+                        median(ms) <= 20,
+                        f"median of {len(ms)} calls; p90 {p90:.1f} ms, max {ms[-1]:.1f} ms",
+                    )
+                )
+    return rows
+
+
+async def stream_delays(transport: str, base_url: str, folder: Path, log: Path, calls: int) -> list[float]:
+    delays: list[float] = []
+
+    async def measure(client: Client) -> None:
+        for i in range(calls + 3):
+            first: list[float] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None, first=first) -> None:
+                if not first:
+                    first.append(time.monotonic())
+
+            before = len(send_log(log, "/ai/v2", "first"))
+            await client.call_tool("chat", {"prompt": "stream"}, progress_callback=on_progress)
+            stamps = send_log(log, "/ai/v2", "first")
+            if i >= 3 and first and len(stamps) == before + 1:  # three warm-up calls
+                delays.append(first[0] - stamps[-1])
+
+    if transport == "stdio":
+        async with PROJECT.stdio(base_url, folder) as client:
+            await measure(client)
+    else:
+        with http_server(PROJECT, base_url, folder) as (url, _):
+            async with http_client(url) as client:
+                await measure(client)
+    return delays
+
+
+# --- 6. soak --------------------------------------------------------------------------------------
+
+
+def small_png() -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "teal").save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def mixed_calls(count: int, seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    image = small_png()
+    choices: list[tuple[str, dict[str, Any]]] = [
+        ("chat", {"prompt": "soak"}),
+        ("chat", {"prompt": "soak with another model", "model": "gemini-2.5-flash"}),
+        ("list_models", {}),
+        ("generate_image", {"prompt": "soak", "aspect_ratio": "16:9"}),
+        ("describe_image", {"image": image, "question": "what colour?"}),
+        ("chat", {"prompt": ""}),  # a tool error for the project
+    ]
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield rng.choice(choices)
+
+
+async def soak_calls(url: str, count: int, seed: int, sessions: int = 10) -> int:
+    calls = list(mixed_calls(count, seed))
+    failed = 0
+
+    async def session(part: list[tuple[str, dict[str, Any]]]) -> None:
+        nonlocal failed
+        async with http_client(url) as client:
+            for tool, arguments in part:
+                result = await client.call_tool(tool, arguments)
+                failed += bool(result.is_error and arguments.get("prompt") != "")
+
+    async with anyio.create_task_group() as group:
+        for i in range(sessions):
+            group.start_soon(session, calls[i::sessions])
+    return failed
+
+
+def soak(plan: Plan) -> list[Row]:
+    growth: dict[str, float] = {}
+    detail: dict[str, str] = {}
+    with fake_upstream() as base_url, workdir() as folder:
+        for target in TARGETS:
+            with http_server(target, base_url, folder) as (url, pid):
+                anyio.run(soak_calls, url, plan.soak_warmup, 1)
+                warm = memory_kib(pid)["VmRSS"]
+                started = time.perf_counter()
+                failed = anyio.run(soak_calls, url, plan.soak_calls, 2)
+                seconds = time.perf_counter() - started
+                end = memory_kib(pid)["VmRSS"]
+                growth[target.name] = 100 * (end - warm) / warm
+                detail[target.name] = (
+                    f"{warm / 1024:.0f} → {end / 1024:.0f} MiB in {seconds:.0f} s, {failed} unexpected errors"
+                )
+    return [
+        Row(
+            "6. soak (HTTP, 10 sessions)",
+            f"RSS growth over {plan.soak_calls:,} mixed calls after {plan.soak_warmup} warm-up",
+            growth["project"],
+            growth["floor"],
+            "%",
+            "≤ 10 %",
+            growth["project"] <= 10,
+            f"project {detail['project']}; floor {detail['floor']}",
+        )
+    ]
+
+
+BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
+    "cold": lambda plan: cold_start(plan) + start_path(plan),
+    "calls": per_call,
+    "concurrency": concurrency,
+    "images": big_images,
+    "streaming": streaming,
+    "soak": soak,
+}
+__all__ = ["BENCHMARKS", "QUICK", "Plan", "Row", "import_report", "server_env"]
