@@ -44,7 +44,12 @@ class ChatOutput(BaseModel):
     model: str = Field(description="The model that answered.")
     reply: str = Field(description="The model's answer.")
     finish_reason: str = Field(description="`stop` when the answer is complete; `length` when cut by max_tokens.")
-    usage: Usage | None = Field(None, description="Token counts, when the upstream reports them.")
+    # A flat mapping rather than a nested model: clients validate this schema once per session, and a
+    # `$ref` inside an `anyOf` makes that several times slower.
+    usage: dict[str, int] = Field(
+        default_factory=dict,
+        description="Token counts when the upstream reports them: prompt_tokens, completion_tokens, total_tokens.",
+    )
 
 
 class ModelList(BaseModel):
@@ -145,7 +150,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         except UpstreamError as exc:
             raise ToolError(str(exc)) from None
         output = ChatOutput(
-            model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage
+            model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=token_counts(result.usage)
         )
         text = result.reply or "(the model returned an empty reply)"
         if result.finish_reason == "length":
@@ -223,6 +228,12 @@ async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Co
         else f"Call `list_models` with kind `{kind}` to see the choices."
     )
     raise ToolError(f"{problem} {hint}")
+
+
+def token_counts(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {}
+    return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def model_table(result: ModelList, kind: str, search: str | None) -> str:
