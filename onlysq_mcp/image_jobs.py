@@ -61,6 +61,12 @@ class ImageJob:
         return JOB_PREFIX + self.id
 
     @property
+    def seconds(self) -> float:
+        """Time since the job started, or its duration once finished."""
+        end = self._ended if self._ended is not None else time.monotonic()
+        return round(end - self._started, 2)
+
+    @property
     def done_count(self) -> int:
         return len(self.saved) + len(self.failures)
 
@@ -84,7 +90,6 @@ class ImageJob:
             state = "cancelled"
         else:
             state = "done" if self.saved else "failed"
-        end = self._ended if self._ended is not None else time.monotonic()
         return JobStatus(
             id=self.id,
             uri=self.uri,
@@ -92,7 +97,7 @@ class ImageJob:
             total=self.total,
             images=[JobImage(uri=i.uri, path=str(i.path), mime_type=i.mime, bytes=i.size_bytes) for i, _ in self.saved],
             failures=list(self.failures),
-            seconds=round(end - self._started, 2),
+            seconds=self.seconds,
         )
 
     async def run(self, produce: Producer) -> None:

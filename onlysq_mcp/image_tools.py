@@ -208,7 +208,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             model=model_id,
             prompt=prompt,
             aspect_ratio=aspect_ratio,
-            seconds=job.status().seconds,
+            seconds=job.seconds,
             images=files,
             failures=job.failures,
         )
@@ -336,7 +336,7 @@ class GenerationProgress:
         while True:
             await anyio.sleep(POLL_SECONDS)
             now = time.monotonic()
-            if not slow_noted and self._job.status().seconds >= SLOW_SECONDS:
+            if not slow_noted and self._job.seconds >= SLOW_SECONDS:
                 slow_noted = True
                 note = f"generate_image: the upstream is slow, {self._job.done_count} of {self._job.total} images after {SLOW_SECONDS:g}s"
                 await client_log(self._ctx, "notice")(note)
@@ -346,7 +346,7 @@ class GenerationProgress:
                 # So hosts with a request timeout see the call is alive. Creeps towards the next whole
                 # image without reaching it, so a finished image still counts up.
                 last, beats = now, beats + 1
-                waited = self._job.status().seconds
+                waited = self._job.seconds
                 value = self._reported + 1 - 1 / (beats + 1)
                 await self._ctx.report_progress(value, self._job.total, f"generating… {waited:.0f}s")
 
