@@ -2,6 +2,10 @@
 
 Field names are the environment variable names in lower case, so `Settings.onlysq_api_key` is
 `ONLYSQ_API_KEY`: one name to search for in code, docs and a user's config.
+
+An empty variable means "not set", for every setting: host config templates and bundles pass `""` for
+every field a user left blank, and `ONLYSQ_MCP_HTTP_TOKEN=` must not count as a token (nor
+`ONLYSQ_MCP_OUTPUT_DIR=` as the working folder).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        env_ignore_empty=True,
         frozen=True,
     )
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+from mcp import Client, StdioServerParameters
 
 from onlysq_mcp.settings import ImageDelivery, Settings, SettingsError, load_settings
+from tests.conftest import clean_env, free_port, server_command, text_of, upstream_env
 
 
 @pytest.fixture
@@ -81,3 +84,42 @@ def test_secrets_never_in_repr_or_errors(clean, monkeypatch):
         load_settings()
     assert "very-secret" not in str(caught.value)
     assert sorted(settings.secrets()) == ["sq-very-secret", "y-very-secret"]
+
+
+def test_every_setting_treats_an_empty_value_as_not_set(clean, monkeypatch):
+    """Host config templates pass `""` for every field left blank: each must fall back to its default."""
+    defaults = Settings()
+    names = [name.upper() for name in Settings.model_fields]
+    for name in names[: len(names) // 2]:
+        monkeypatch.setenv(name, "")
+    (clean / ".env").write_text("".join(f"{name}=\n" for name in names[len(names) // 2 :]))
+    assert Settings() == defaults
+
+
+def test_empty_token_does_not_count_as_a_token_for_a_public_bind(clean, tmp_path):
+    """`ONLYSQ_MCP_HTTP_TOKEN=` once let the server bind 0.0.0.0 and then refuse every request."""
+    env = clean_env(ONLYSQ_MCP_HTTP_TOKEN="", ONLYSQ_MCP_OUTPUT_DIR=str(tmp_path / "images"))
+    command = [*server_command(), "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())]
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert finished.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without a token" in finished.stderr
+
+
+@pytest.mark.anyio
+async def test_empty_variables_over_stdio_use_the_defaults(upstream, tmp_path):
+    """Empty output folder → the per-user data folder, not the working folder; empty Yandex key → no Yandex."""
+    work, data = tmp_path / "work", tmp_path / "data"
+    work.mkdir()
+    env = upstream_env(upstream.base_url, tmp_path / "unused", yandex=False)
+    env |= {"ONLYSQ_MCP_OUTPUT_DIR": "", "YANDEX_API_KEY": "", "YANDEX_FOLDER_ID": "", "YANDEX_IAM_TOKEN": ""}
+    params = StdioServerParameters(
+        command=server_command()[0], env=clean_env(XDG_DATA_HOME=str(data), **env), cwd=str(work)
+    )
+    async with Client(params) as client:
+        models = await client.call_tool("list_models", {"kind": "image"})
+        result = await client.call_tool("generate_image", {"prompt": "a lighthouse"})
+    assert not result.is_error, text_of(result)
+    assert all(model["provider"] == "onlysq" for model in models.structured_content["models"])
+    saved = Path(result.structured_content["images"][0]["path"])
+    assert saved.parent == data / "onlysq-mcp" / "images"
+    assert list(work.iterdir()) == []
