@@ -273,7 +273,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
         model_id = (model or settings.onlysq_vision_model).strip()
         try:
-            loaded = await load_image(image, store=services.store, http=services.http, policy=services.input_policy)
+            loaded = await load_image(
+                image, store=services.store, http=services.downloads, policy=services.input_policy
+            )
         except ImageInputError as exc:
             raise ToolError(f"Cannot use `image`: {exc}") from None
         size = await anyio.to_thread.run_sync(pixel_size, loaded.data)

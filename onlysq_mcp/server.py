@@ -25,7 +25,7 @@ from pydantic import AnyUrl, HttpUrl, ValidationError
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
 from .image_jobs import JobBoard
-from .image_sources import InputPolicy
+from .image_sources import FETCH_SECONDS, InputPolicy
 from .images import RESOURCE_PREFIX, ImageStore
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import OnlySqClient
@@ -57,6 +57,7 @@ class Services:
 
     settings: Settings
     http: httpx2.AsyncClient
+    downloads: httpx2.AsyncClient
     onlysq: OnlySqClient
     yandex: YandexClient | None
     catalogue: CatalogueCache
@@ -96,14 +97,28 @@ class Runtime:
         # Image jobs belong to the server run, not to the request that started them.
         async with (
             httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http,
+            download_client(settings, headers) as downloads,
             anyio.create_task_group() as jobs,
         ):
-            self._services = build_services(settings, http, transport, JobBoard(jobs))
+            self._services = build_services(settings, http, downloads, transport, JobBoard(jobs))
             try:
                 yield self._services
             finally:
                 self._services = None
                 jobs.cancel_scope.cancel()
+
+
+def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.AsyncClient:
+    """The client for image URLs callers pass: its own pool, so stalled image hosts never take the
+    connections upstream calls wait for.
+
+    No keep-alive: each download connects to an address pinned by IP (`image_sources.pinned_get`), and a
+    kept connection would be reused for any other host name at that IP, under the first name's TLS check.
+    No proxy from the environment: the address checked must be the address contacted.
+    """
+    timeout = httpx2.Timeout(FETCH_SECONDS, connect=settings.onlysq_connect_timeout)
+    limits = httpx2.Limits(max_connections=settings.onlysq_mcp_max_downloads, max_keepalive_connections=0)
+    return httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False)
 
 
 Transport = Literal["stdio", "http"]
@@ -200,7 +215,9 @@ async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelR
     return EmptyResult()
 
 
-def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport, jobs: JobBoard) -> Services:
+def build_services(
+    settings: Settings, http: httpx2.AsyncClient, downloads: httpx2.AsyncClient, transport: Transport, jobs: JobBoard
+) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
 
     def upstream(name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
@@ -236,6 +253,7 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
     return Services(
         settings=settings,
         http=http,
+        downloads=downloads,
         onlysq=onlysq,
         yandex=yandex,
         catalogue=catalogue,

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     onlysq_mcp_max_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
         16, description="Most upstream connections at once; further calls wait their turn."
     )
+    onlysq_mcp_max_downloads: Annotated[int, Field(ge=1, le=100)] = Field(
+        4,
+        description="Most image URLs `describe_image` downloads at once; further downloads wait their turn. "
+        "Downloads have their own connections, so slow image hosts never hold up upstream calls.",
+    )
 
     onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from mcp import Client
 from PIL import Image
 
 from onlysq_mcp import image_sources
-from onlysq_mcp.image_sources import ImageInputError, InputPolicy, download
+from onlysq_mcp.image_sources import ImageInputError, InputPolicy, IPAddress, download
 from onlysq_mcp.server import app_factory
 from tests.conftest import text_of
 from tests.test_describe_image import web  # noqa: F401  (the local image web server fixture)
@@ -103,10 +104,11 @@ async def test_every_redirect_hop_is_checked(web, monkeypatch):  # noqa: F811
     """The first hop passes the check; the redirect target is checked again before it is contacted."""
     checked: list[str] = []
 
-    async def only_first_url(url: str, policy: InputPolicy) -> None:
-        checked.append(url)
+    async def only_first_url(url: httpx2.URL, policy: InputPolicy) -> list[IPAddress]:
+        checked.append(str(url))
         if len(checked) > 1:
             raise ImageInputError("refused the second hop")
+        return [ipaddress.ip_address("127.0.0.1")]
 
     monkeypatch.setattr(image_sources, "check_public", only_first_url)
     async with httpx2.AsyncClient() as http:
