@@ -173,3 +173,24 @@ async def test_http_serves_only_images_this_server_wrote(fake_upstream, tmp_path
     # The size in the refusal is the file's own: it was measured, not read up to the cap.
     assert "4,000,000,000 bytes" in refused[huge.name] and "ONLYSQ_MCP_MAX_IMAGE_BYTES" in refused[huge.name]
     assert Path(folder / "notes.txt").read_text() == "meeting notes"
+
+
+def test_a_shelf_keeps_the_newest_images_and_its_cursors_stay_valid(monkeypatch, tmp_path):
+    from onlysq_mcp import session_images
+    from onlysq_mcp.images import ImageStore
+
+    monkeypatch.setattr(session_images, "KEEP_LISTED", 3)
+    shelf = session_images.Shelf()
+    store = ImageStore(tmp_path)
+    saved = [store.save(b"\x89PNG\r\n\x1a\n", "image/png", f"n{i}") for i in range(5)]
+    for image in saved[:2]:
+        shelf.add(image, "onlysq/flux, 1:1")
+    page, after = shelf.page(0, 1)
+    assert ([r.name for r in page], after) == ([saved[0].name], 1)
+    for image in saved[2:]:
+        shelf.add(image, "onlysq/flux, 1:1")
+    # The first two dropped out: a cursor into them continues with the oldest kept.
+    page, after = shelf.page(1, 2)
+    assert ([r.name for r in page], after) == ([saved[2].name, saved[3].name], 4)
+    assert [r.name for r in shelf.page(4, 2)[0]] == [saved[4].name] and shelf.page(4, 2)[1] is None
+    assert {r.title for r in shelf.resources} == {"Generated image"}
