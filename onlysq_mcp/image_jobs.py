@@ -45,7 +45,8 @@ class ImageJob:
     """One `generate_image` call's images, filled in as each upstream request finishes."""
 
     def __init__(self, total: int) -> None:
-        self.id = secrets.token_hex(8)
+        # 128 random bits: the handle is all it takes to read the job's image URIs.
+        self.id = secrets.token_hex(16)
         self.total = total
         self.saved: list[tuple[SavedImage, bytes]] = []
         self.failures: list[str] = []

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import anyio
 import httpx2
 
-from .images import RESOURCE_PREFIX, ImageStore, sniff_mime
+from .images import RESOURCE_PREFIX, ImageStore, StoredImageTooLarge, sniff_mime
 
 WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
 BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
@@ -76,6 +76,8 @@ async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, 
             raise ImageInputError(
                 f"no generated image `{spec}` exists in the output folder; use a URI that `generate_image` returned."
             ) from None
+        except StoredImageTooLarge as exc:
+            raise ImageInputError(str(exc)) from None
         return checked(data, f"generated image {spec}", max_bytes)
     if spec.startswith("data:"):
         return checked(decode_data_uri(spec), "data URI", max_bytes)

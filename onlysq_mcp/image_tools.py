@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.server.mcpserver.resources import FileResource
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -25,6 +24,7 @@ from .image_sources import ImageInputError, load_image
 from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import ImagePart, ImageURL, Message, TextPart
+from .session_images import announce_list_changed
 from .settings import ImageDelivery
 from .tools import StreamProgress, check_model, client_log, tool
 from .upstream import OnRetry
@@ -155,6 +155,9 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                     model_id, prompt, aspect_ratio, seed=seed, on_retry=while_attached(job, ctx)
                 )
 
+        # Listed for this caller's session only: other sessions must not see its images or prompts.
+        shelf = services.session_images.shelf(ctx.session)
+
         async def produce(job: ImageJob) -> None:
             try:
                 data = await generate(job)
@@ -168,17 +171,11 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                 job.failures.append(str(exc))
                 return
             job.add(image, data)
-            server.add_resource(
-                FileResource(
-                    uri=image.uri,
-                    name=image.name,
-                    title=f"Generated image: {prompt[:60]}",
-                    description=f"{provider}/{model_id}, {aspect_ratio}",
-                    mime_type=image.mime,
-                    path=image.path,
-                    encoding=None,
-                )
-            )
+            if shelf is not None:
+                shelf.add(image, f"{provider}/{model_id}, {aspect_ratio}")
+                # Images of a call still running are announced once it has them all (below).
+                if job.detached:
+                    await announce_list_changed(ctx, in_request=False)
 
         job = services.jobs.start(count, produce)
         try:
@@ -195,6 +192,8 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             raise
         saved = job.saved
         job.detach()
+        if saved and shelf is not None:
+            await announce_list_changed(ctx, in_request=True)
         if not job.finished.is_set():
             return pending_result(job, provider, model_id, prompt, aspect_ratio, settings.onlysq_mcp_image_wait)
         if not saved:

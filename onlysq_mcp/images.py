@@ -9,13 +9,17 @@ import io
 import os
 import re
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 RESOURCE_PREFIX = "onlysq://images/"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# The default of ONLYSQ_MCP_MAX_IMAGE_BYTES.
+MAX_IMAGE_BYTES = 20_000_000
+# Names `save` makes: time, a slug of the prompt, 128 random bits (so a URI cannot be guessed), the type.
+SAFE_NAME = re.compile(r"\d{8}-\d{6}-[a-z0-9-]{1,40}-[0-9a-f]{32}\.(?:png|jpg|webp|gif)")
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -104,12 +108,20 @@ class SavedImage:
         return RESOURCE_PREFIX + self.name
 
 
-class ImageStore:
-    """The output folder: every generated image is written here once, exactly as received."""
+class StoredImageTooLarge(OSError):
+    """A file in the output folder with an image's name, too large to serve; it was not read."""
 
-    def __init__(self, folder: Path) -> None:
+
+class ImageStore:
+    """The output folder: every generated image is written here once, exactly as received.
+
+    Only what `save` wrote is served back: other files a user keeps in the folder stay private.
+    """
+
+    def __init__(self, folder: Path, max_bytes: int = MAX_IMAGE_BYTES) -> None:
         # Absolute, because file resources need an absolute path, and `~` as users write it in config.
         self.folder = folder.expanduser().resolve()
+        self.max_bytes = max_bytes
 
     def ensure_writable(self) -> None:
         """Checked before an upstream call, so a generated image is never lost for want of a folder."""
@@ -127,7 +139,7 @@ class ImageStore:
     def save(self, data: bytes, mime: str, label: str) -> SavedImage:
         """Write atomically under a name that cannot collide; `label` (user text) is reduced to a safe slug."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(label)}-{secrets.token_hex(4)}.{EXTENSIONS.get(mime, 'bin')}"
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(label)}-{secrets.token_hex(16)}.{EXTENSIONS[mime]}"
         final = self.folder / name
         partial = self.folder / f".{name}.part"
         try:
@@ -144,12 +156,45 @@ class ImageStore:
         return SavedImage(path=final, name=name, mime=mime, size_bytes=len(data))
 
     def open(self, name: str) -> tuple[bytes, str]:
-        """Bytes and type of a saved image by its file name; only names this store could have made."""
+        """Bytes and type of an image `save` wrote, by its file name; also images of earlier runs.
+
+        Raises FileNotFoundError for any other name or file (never saying which), and StoredImageTooLarge,
+        before reading, for a file over `max_bytes`.
+        """
         path = self.folder / name
-        if not SAFE_NAME.match(name) or path.resolve().parent != self.folder or not path.is_file():
+        # No symlinks: a link in the folder must not serve a file from elsewhere (O_NOFOLLOW closes the
+        # race where the platform has it). O_NONBLOCK: opening a FIFO named like an image must not hang.
+        if not SAFE_NAME.fullmatch(name) or path.resolve().parent != self.folder:
             raise FileNotFoundError(name)
-        data = path.read_bytes()
-        return data, sniff_mime(data) or "application/octet-stream"
+        try:
+            fd = os.open(path, os.O_RDONLY | _flag("O_NOFOLLOW") | _flag("O_NONBLOCK") | _flag("O_BINARY"))
+        except OSError:
+            raise FileNotFoundError(name) from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FileNotFoundError(name)
+            if info.st_size > self.max_bytes:
+                raise StoredImageTooLarge(self._too_large(name, info.st_size))
+            # Capped even after the size check: the file may grow between the two.
+            data = handle.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise StoredImageTooLarge(self._too_large(name, len(data)))
+        mime = sniff_mime(data)
+        if mime is None or not name.endswith("." + EXTENSIONS[mime]):
+            raise FileNotFoundError(name)
+        return data, mime
+
+    def _too_large(self, name: str, size: int) -> str:
+        return (
+            f"the image `{name}` is {size:,} bytes, over the {self.max_bytes:,} bytes this server serves "
+            "(ONLYSQ_MCP_MAX_IMAGE_BYTES)"
+        )
+
+
+def _flag(name: str) -> int:
+    # Each platform has only some of these open flags.
+    return int(getattr(os, name, 0))
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -5,6 +5,7 @@ Tests build their own server with test settings; the command line builds one fro
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import AsyncIterator, Iterable
@@ -15,20 +16,30 @@ from typing import Any, Literal
 import anyio
 import httpx2
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import CallToolResult, EmptyResult, InputRequiredResult, SetLevelRequestParams
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    SetLevelRequestParams,
+)
 from pydantic import AnyUrl, HttpUrl, ValidationError
 
 from . import __version__, image_tools, tools
 from .catalogue import CatalogueCache
 from .image_jobs import JobBoard
 from .image_sources import FETCH_SECONDS, InputPolicy
-from .images import RESOURCE_PREFIX, ImageStore
+from .images import RESOURCE_PREFIX, ImageStore, StoredImageTooLarge
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import OnlySqClient
+from .session_images import SessionImages
 from .settings import Settings
 from .upstream import RetryPolicy, Upstream
 from .yandex import UPSTREAM as YANDEX
@@ -62,6 +73,7 @@ class Services:
     yandex: YandexClient | None
     catalogue: CatalogueCache
     store: ImageStore
+    session_images: SessionImages
     jobs: JobBoard
     input_policy: InputPolicy
 
@@ -125,19 +137,38 @@ Transport = Literal["stdio", "http"]
 
 
 class OnlySqServer(MCPServer[Services]):
-    """`MCPServer` with two changes.
+    """`MCPServer` with these changes.
 
     Argument errors read as instructions: which argument, what is wrong with it. The SDK passes pydantic's
     text through, with the rejected values and a documentation link; a model acts faster on the field
     names and rules alone, and the values may be long or private.
 
-    Images saved by an earlier run stay readable at their `onlysq://images/...` URIs: only this run's
-    images are registered (and listed) as resources, so older links are served from the output folder.
+    Generated images are not registered with the SDK, whose resources every session lists: each session
+    lists its own (`session_images`), a page at a time, and is told when that list changes. Any image this
+    server saved, in this run or an earlier one, is read from the output folder by its URI.
     """
 
     def __init__(self, runtime: Runtime, **options: Any) -> None:
         super().__init__(**options)
         self._runtime = runtime
+        lowlevel = self._lowlevel_server
+        lowlevel.add_request_handler("resources/list", PaginatedRequestParams, self._list_resources_page)
+        # The SDK's transports build their `initialize` answer from these options, and by default they
+        # deny `resources.listChanged` (mcp/server/lowlevel/server.py, `create_initialization_options`).
+        lowlevel.create_initialization_options = functools.partial(  # type: ignore[method-assign]
+            lowlevel.create_initialization_options, notification_options=NotificationOptions(resources_changed=True)
+        )
+
+    async def _list_resources_page(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams
+    ) -> ListResourcesResult:
+        """The static resources, then the caller's session's images, oldest first, a page at a time."""
+        services = self._runtime.services
+        start = cursor_position(params.cursor)
+        shelf = services.session_images.shelf(ctx.session)
+        images, after = shelf.page(start, services.settings.onlysq_mcp_resources_page_size) if shelf else ([], None)
+        static = await self.list_resources() if params.cursor is None else []
+        return ListResourcesResult(resources=[*static, *images], next_cursor=None if after is None else str(after))
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
@@ -147,10 +178,13 @@ class OnlySqServer(MCPServer[Services]):
         except ResourceNotFoundError:
             if not str(uri).startswith(RESOURCE_PREFIX):
                 raise
+            store = self._runtime.services.store
             try:
-                data, mime = self._runtime.services.store.open(str(uri).removeprefix(RESOURCE_PREFIX))
+                data, mime = await anyio.to_thread.run_sync(store.open, str(uri).removeprefix(RESOURCE_PREFIX))
             except FileNotFoundError:
                 raise ResourceNotFoundError(f"no generated image at {uri}") from None
+            except StoredImageTooLarge as exc:
+                raise ResourceError(f"Cannot read {uri}: {exc}.") from None
             return [ReadResourceContents(content=data, mime_type=mime)]
 
     async def call_tool(
@@ -162,6 +196,15 @@ class OnlySqServer(MCPServer[Services]):
             if isinstance(exc.__cause__, ValidationError):
                 raise ToolError(describe_argument_errors(name, exc.__cause__)) from exc.__cause__
             raise
+
+
+def cursor_position(cursor: str | None) -> int:
+    """Where a `resources/list` cursor continues; the spec asks for -32602 on a cursor the server never made."""
+    if cursor is None:
+        return 0
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 12):
+        raise MCPError(code=INVALID_PARAMS, message="invalid cursor: pass the `nextCursor` of the previous page")
+    return int(cursor)
 
 
 def describe_argument_errors(tool: str, error: ValidationError) -> str:
@@ -257,7 +300,9 @@ def build_services(
         onlysq=onlysq,
         yandex=yandex,
         catalogue=catalogue,
-        store=ImageStore(settings.onlysq_mcp_output_dir),
+        store=ImageStore(settings.onlysq_mcp_output_dir, settings.onlysq_mcp_max_image_bytes),
+        # Over stdio one host launched this process: the whole run is its session.
+        session_images=SessionImages(one_client=transport == "stdio"),
         jobs=jobs,
         input_policy=InputPolicy(
             max_bytes=settings.onlysq_mcp_max_input_bytes,

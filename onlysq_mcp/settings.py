@@ -18,6 +18,8 @@ from typing import Annotated
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .images import MAX_IMAGE_BYTES
+
 
 def default_output_dir() -> Path:
     # Imported here: platformdirs is only needed when no folder is configured.
@@ -104,6 +106,13 @@ class Settings(BaseSettings):
         45.0,
         description="Seconds `generate_image` waits for the upstream before it returns a job handle instead "
         "(hosts time out requests at about 60 s); the images are still saved when ready.",
+    )
+    onlysq_mcp_max_image_bytes: Annotated[int, Field(ge=1024)] = Field(
+        MAX_IMAGE_BYTES,
+        description="Largest file served at an `onlysq://images/...` URI; larger ones are refused without being read.",
+    )
+    onlysq_mcp_resources_page_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        50, description="Generated images per page of `resources/list` (a client pages on with the returned cursor)."
     )
     onlysq_mcp_max_input_bytes: Annotated[int, Field(ge=1024)] = Field(
         20_000_000, description="Largest image `describe_image` accepts (file, URL or data)."

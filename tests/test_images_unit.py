@@ -130,11 +130,12 @@ def test_names_never_collide(tmp_path):
 def test_label_becomes_a_safe_name_inside_the_folder(tmp_path, label):
     folder = tmp_path / "out"
     store = ImageStore(folder)
-    saved = store.save(b"data", "image/png", label)
+    data = make_image("PNG")
+    saved = store.save(data, "image/png", label)
     assert saved.path.parent == folder.resolve()
     assert "/" not in saved.name and "\\" not in saved.name and ".." not in saved.name
-    assert images.SAFE_NAME.match(saved.name)
-    assert store.open(saved.name) == (b"data", "application/octet-stream")
+    assert images.SAFE_NAME.fullmatch(saved.name)
+    assert store.open(saved.name) == (data, "image/png")
     assert list(tmp_path.iterdir()) == [folder]
 
 
@@ -150,6 +151,44 @@ def test_open_refuses_names_outside_the_folder(tmp_path):
             store.open(name)
     good = store.save(make_image("PNG"), "image/png", "ok")
     assert store.open(good.name) == (good.path.read_bytes(), "image/png")
+
+
+def test_names_carry_128_random_bits(tmp_path):
+    saved = ImageStore(tmp_path).save(make_image("PNG"), "image/png", "a cat")
+    token = saved.name.rsplit("-", 1)[1].removesuffix(".png")
+    assert len(token) == 32 and int(token, 16) >= 0
+
+
+def test_open_serves_only_images_this_store_could_have_written(tmp_path):
+    store = ImageStore(tmp_path)
+    good = store.save(make_image("JPEG"), "image/jpeg", "ok")
+    stem = good.name.removesuffix(".jpg")
+    (tmp_path / "notes.txt").write_text("private")
+    (tmp_path / f"{stem}.png").write_text("text under an image's name")
+    (tmp_path / f"{stem}.gif").write_bytes(good.path.read_bytes())  # a JPEG under a GIF's name
+    os.mkfifo(tmp_path / f"{stem}.webp")  # would block a plain open
+    for name in ["notes.txt", f"{stem}.png", f"{stem}.gif", f"{stem}.webp", f"{stem[:-1]}.jpg"]:
+        with pytest.raises(FileNotFoundError):
+            store.open(name)
+    assert store.open(good.name) == (good.path.read_bytes(), "image/jpeg")
+
+
+def test_open_refuses_an_oversized_file_without_reading_it(tmp_path, monkeypatch):
+    store = ImageStore(tmp_path, max_bytes=1024)
+    big = store.save(make_image("PNG", (400, 400), noise=True), "image/png", "big")
+    reads: list[int] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode):
+        handle = real_fdopen(fd, mode)
+        real_read = handle.read
+        handle.read = lambda size=-1: reads.append(size) or real_read(size)
+        return handle
+
+    monkeypatch.setattr(images.os, "fdopen", fdopen)
+    with pytest.raises(images.StoredImageTooLarge, match="ONLYSQ_MCP_MAX_IMAGE_BYTES"):
+        store.open(big.name)
+    assert reads == []
 
 
 def test_store_folder_is_absolute(tmp_path, monkeypatch):
