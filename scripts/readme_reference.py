@@ -76,10 +76,10 @@ def settings_section() -> str:
     for name, field in Settings.model_fields.items():
         if name in SECRET_SETTINGS and name == "onlysq_api_key":
             default = "`openai` (public key)"
-        elif field.default_factory is not None:
+        elif name == "onlysq_mcp_output_dir":
             default = "per-user data folder (see below)"
-        elif field.default is None:
-            default = "—"
+        elif field.default is None or field.default_factory is not None:
+            default = "—"  # unset, or an empty list
         else:
             value = getattr(field.default, "value", field.default)
             if hasattr(value, "get_secret_value"):
