@@ -17,8 +17,12 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from PIL import Image
 
+from onlysq_mcp.server import app_factory
+from onlysq_mcp.tools import client_log
 from tests.conftest import (
     YANDEX_FOLDER,
     clean_env,
@@ -26,7 +30,9 @@ from tests.conftest import (
     server_command,
     start_http_server,
     stop_http_server,
+    text_of,
 )
+from tests.conftest import YANDEX_KEY as TEST_YANDEX_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -318,3 +324,40 @@ async def test_base_url_credentials_never_printed(upstream, tmp_path, transport)
     assert f"http://***:***@{fake}/ai/models" in logged  # httpx2's own DEBUG line, masked
     assert leaked(received) == []
     assert leaked(logged) == []
+
+
+async def test_every_way_out_of_a_tool_is_masked(make_settings):
+    """Text no upstream client masked first: a tool's error, its result and its notes to the client's log."""
+    server = app_factory(make_settings(ONLYSQ_MCP_HTTP_TOKEN=HTTP_TOKEN))
+    notes = []
+
+    async def on_log(params) -> None:
+        notes.append(params.data)
+
+    async def leaky(ctx: Context, fail: bool) -> str:
+        await client_log(ctx)(f"note {HTTP_TOKEN}")
+        if fail:
+            raise ToolError(f"failed with {HTTP_TOKEN}")
+        return f"result {HTTP_TOKEN}"
+
+    server.add_tool(leaky)
+    async with Client(server, mode="legacy", logging_callback=on_log) as client:
+        failed = await client.call_tool("leaky", {"fail": True})
+        passed = await client.call_tool("leaky", {"fail": False})
+    assert failed.is_error and text_of(failed).endswith(": failed with ***")
+    assert not passed.is_error and text_of(passed) == "result ***"
+    assert passed.structured_content == {"result": "result ***"}
+    assert notes == ["note ***", "note ***"]
+
+
+def test_secrets_are_the_keys_tokens_and_base_url_credentials(make_settings):
+    settings = make_settings(
+        ONLYSQ_API_KEY="openai",
+        ONLYSQ_BASE_URL="https://sq-user:p%40ss-word@api.example/",
+        YANDEX_IAM_TOKEN="iam-token-1",
+        ONLYSQ_MCP_HTTP_TOKEN="http-token-1",
+    )
+    # The public key is no secret: masking it would garble every mention of OpenAI models.
+    assert sorted(settings.secrets()) == sorted(
+        ["sq-user", "p%40ss-word", "p@ss-word", TEST_YANDEX_KEY, "iam-token-1", "http-token-1"]
+    )
