@@ -21,8 +21,8 @@ from pydantic import BaseModel
 
 MASK = "***"
 MIN_SECRET_CHARS = 4
-# Base64 payloads of images and blobs: no secret can be spelled in them by an upstream's words, and
-# scanning a megabyte of image data on every result costs more than everything else here.
+# The base64 payload of an image, audio or blob content block (the blocks that carry `mimeType`): no
+# upstream's words are in it, and scanning a megabyte of image data per result would cost more than the rest.
 BINARY_FIELDS = frozenset({"data", "blob"})
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,7 +48,8 @@ class Redactor:
         if isinstance(value, list):
             return [self.scrub(item) for item in value]
         if isinstance(value, dict):
-            return {self(k): v if k in BINARY_FIELDS else self.scrub(v) for k, v in value.items()}
+            binary = "mimeType" in value
+            return {self(k): v if binary and k in BINARY_FIELDS else self.scrub(v) for k, v in value.items()}
         return value
 
     def model(self, message: M) -> M:

@@ -7,6 +7,7 @@ import time
 
 import httpx2
 import pytest
+from mcp_types import CallToolResult, ImageContent, TextContent
 
 from onlysq_mcp.redaction import Redactor, display_url
 from onlysq_mcp.upstream import RetryPolicy, Upstream, find_error_message, parse_retry_after
@@ -77,3 +78,20 @@ def test_redactor_masks_longest_first_and_skips_short_values():
 def test_display_url_drops_user_and_password():
     assert display_url("https://user:p%40ss@api.example:8443/v1?q=1") == "https://api.example:8443/v1?q=1"
     assert display_url("https://api.onlysq.ru/") == "https://api.onlysq.ru/"
+
+
+def test_redactor_masks_every_text_of_a_result_but_not_image_data():
+    redact = Redactor(["sq-secret-key"])
+    result = CallToolResult(
+        content=[
+            TextContent(type="text", text="key sq-secret-key"),
+            ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
+        ],
+        structured_content={"sq-secret-key": {"data": ["sq-secret-key"]}},
+    )
+    masked = redact.model(result)
+    assert masked.content == [
+        TextContent(type="text", text="key ***"),
+        ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
+    ]
+    assert masked.structured_content == {"***": {"data": ["***"]}}
