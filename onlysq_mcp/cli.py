@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 DESCRIPTION = """\
 MCP server for the OnlySq AI API (chat, image generation, vision, model list) and Yandex AI Studio images.
@@ -59,16 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"onlysq-mcp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    # stdout belongs to the protocol in stdio mode: every log line goes to stderr.
-    logging.basicConfig(
-        level=settings.onlysq_mcp_log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if settings.onlysq_mcp_log_level != "DEBUG":
-        # A line per upstream request is noise at INFO, and costs a few percent of every call.
-        for name in ("httpx2", "httpcore2"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(settings)
     from .server import app_factory
 
     server = app_factory(settings, transport=args.transport)
@@ -83,3 +80,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"onlysq-mcp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     serve_http(server, settings, args.host, args.port)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Every log line goes to stderr (stdout belongs to the protocol in stdio mode), masked of secrets.
+
+    The formatter masks a record's final text, tracebacks included; warnings are routed through logging
+    so that theirs is masked too.
+    """
+    from .redaction import RedactingFormatter, Redactor
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(Redactor(settings.secrets()), LOG_FORMAT))
+    logging.basicConfig(level=settings.onlysq_mcp_log_level, handlers=[handler])
+    logging.captureWarnings(True)
+    if settings.onlysq_mcp_log_level != "DEBUG":
+        # A line per upstream request is noise at INFO, and costs a few percent of every call.
+        for name in ("httpx2", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.WARNING)

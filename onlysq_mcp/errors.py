@@ -1,7 +1,7 @@
 """What can go wrong when calling an upstream, as one hierarchy.
 
 Every message is written for the person or model that reads the tool error: what happened, at which
-upstream, and what to do about it. Messages never carry credentials (see `redact`).
+upstream, and what to do about it. Messages never carry credentials (see `redaction`).
 """
 
 from __future__ import annotations
@@ -45,11 +45,3 @@ class UpstreamBadResponse(UpstreamError):
 
 class GenerationFailed(UpstreamError):
     """The upstream reported that the generation itself failed (e.g. `finish_reason: error`)."""
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Upstream error bodies sometimes echo the key they rejected; never pass that on."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text

@@ -240,7 +240,7 @@ class OnlySqClient:
         except ValueError:
             raise UpstreamBadResponse(UPSTREAM, "sent a stream event that is not JSON") from None
         if isinstance(body, dict) and "error" in body:
-            detail = (find_error_message(body) or str(body["error"]))[:300]
+            detail = self._upstream.upstream_words(find_error_message(body) or str(body["error"]))
             raise GenerationFailed(UPSTREAM, f"the model failed mid-answer ({detail}) after {received} characters")
         return self._upstream.validate(body, ChatChunk, "choices")
 

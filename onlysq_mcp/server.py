@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import anyio
@@ -19,7 +19,13 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedResourceError,
+    UnexpectedToolError,
+)
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -39,6 +45,7 @@ from .image_sources import FETCH_SECONDS, InputPolicy
 from .images import RESOURCE_PREFIX, ImageStore, StoredImageTooLarge
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import OnlySqClient
+from .redaction import Redactor
 from .session_images import SessionImages
 from .settings import Settings
 from .upstream import RetryPolicy, Upstream
@@ -76,6 +83,8 @@ class Services:
     session_images: SessionImages
     jobs: JobBoard
     input_policy: InputPolicy
+    # Every text that leaves the server passes this (see `redaction`).
+    redact: Redactor
 
 
 class Runtime:
@@ -139,6 +148,9 @@ Transport = Literal["stdio", "http"]
 class OnlySqServer(MCPServer[Services]):
     """`MCPServer` with these changes.
 
+    What tools and resources send out, results and errors alike, is masked of secrets here: the one way
+    out for their text, whatever produced it (a log message to the client goes through `tools.client_log`).
+
     Argument errors read as instructions: which argument, what is wrong with it. The SDK passes pydantic's
     text through, with the rejected values and a documentation link; a model acts faster on the field
     names and rules alone, and the values may be long or private.
@@ -173,6 +185,23 @@ class OnlySqServer(MCPServer[Services]):
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        redact = self._runtime.services.redact
+        try:
+            contents = await self._read_resource(uri, context)
+        except ResourceError as exc:
+            # An unexpected error's message names only the URI; its cause goes to the (masked) log.
+            if isinstance(exc, UnexpectedResourceError):
+                raise
+            raise type(exc)(redact(str(exc))) from exc.__cause__
+        if isinstance(contents, InputRequiredResult):
+            return contents
+        return [
+            replace(item, content=redact(item.content)) if isinstance(item.content, str) else item for item in contents
+        ]
+
+    async def _read_resource(
+        self, uri: AnyUrl | str, context: Context[Services, Any] | None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         try:
             return await super().read_resource(uri, context)
         except ResourceNotFoundError:
@@ -190,12 +219,17 @@ class OnlySqServer(MCPServer[Services]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        redact = self._runtime.services.redact
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
+            # An unexpected error's message is only the tool's name; its cause goes to the (masked) log.
+            if isinstance(exc, UnexpectedToolError):
+                raise
             if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(describe_argument_errors(name, exc.__cause__)) from exc.__cause__
-            raise
+                raise ToolError(redact(describe_argument_errors(name, exc.__cause__))) from exc.__cause__
+            raise ToolError(redact(str(exc))) from exc.__cause__
+        return redact.model(result)
 
 
 def cursor_position(cursor: str | None) -> int:
@@ -262,6 +296,7 @@ def build_services(
     settings: Settings, http: httpx2.AsyncClient, downloads: httpx2.AsyncClient, transport: Transport, jobs: JobBoard
 ) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
+    redact = Redactor(settings.secrets())
 
     def upstream(name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
         return Upstream(
@@ -271,7 +306,7 @@ def build_services(
             policy=policy,
             read_timeout=settings.onlysq_timeout,
             auth_hint=auth_hint,
-            secrets=tuple(settings.secrets()),
+            redact=redact,
         )
 
     onlysq = OnlySqClient(
@@ -310,4 +345,5 @@ def build_services(
             file_roots=settings.onlysq_mcp_file_roots,
             allow_private_urls=settings.onlysq_mcp_allow_private_urls,
         ),
+        redact=redact,
     )

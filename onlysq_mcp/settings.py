@@ -14,6 +14,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +27,10 @@ def default_output_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("onlysq-mcp", appauthor=False)) / "images"
+
+
+# OnlySq's documented public key: the default, and not a secret.
+PUBLIC_ONLYSQ_KEY = "openai"
 
 
 class ImageDelivery(StrEnum):
@@ -46,7 +51,7 @@ class Settings(BaseSettings):
 
     # --- OnlySq ---
     onlysq_api_key: SecretStr = Field(
-        SecretStr("openai"), description="OnlySq API key; `openai` is the documented public key."
+        SecretStr(PUBLIC_ONLYSQ_KEY), description="OnlySq API key; `openai` is the documented public key."
     )
     onlysq_base_url: HttpUrl = Field(
         HttpUrl("https://api.onlysq.ru"),
@@ -192,9 +197,19 @@ class Settings(BaseSettings):
         return bool(self.yandex_folder_id) and (self.yandex_api_key is not None or self.yandex_iam_token is not None)
 
     def secrets(self) -> list[str]:
-        """Every secret value in force, so messages from upstreams can be scrubbed of them."""
+        """Every secret value in force, so outgoing text can be scrubbed of them.
+
+        The public key `openai` is left out: everyone knows it, and masking it would garble every
+        mention of OpenAI models. The user and password of a base URL count as secrets, as written and
+        percent-decoded.
+        """
         values = [self.onlysq_api_key, self.yandex_api_key, self.yandex_iam_token, self.onlysq_mcp_http_token]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None]
+        for url in (self.onlysq_base_url, self.yandex_base_url):
+            for part in (url.username, url.password):
+                if part:
+                    found += [part, unquote(part)]
+        return [value for value in dict.fromkeys(found) if value and value != PUBLIC_ONLYSQ_KEY]
 
 
 class SettingsError(Exception):

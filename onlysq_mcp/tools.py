@@ -10,7 +10,7 @@ import inspect
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -23,7 +23,7 @@ from .onlysq import Message, Usage
 from .upstream import OnRetry
 
 if TYPE_CHECKING:
-    from .server import Runtime
+    from .server import Runtime, Services
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -288,11 +288,16 @@ def connection_of(session: object) -> object:
 
 
 def client_log(ctx: Context, level: LoggingLevel = "warning") -> OnRetry:
-    """Sends notes to the host's log, e.g. retries and slow upstreams: why a call takes longer than usual."""
+    """Sends notes to the host's log, e.g. retries and slow upstreams: why a call takes longer than usual.
+
+    The one way log messages reach the client, so the notes are masked of secrets here.
+    """
 
     async def send(note: str) -> None:
         wanted = client_log_levels.get(connection_of(ctx.request_context.session), "debug")
         if LOG_LEVELS.index(level) >= LOG_LEVELS.index(wanted):
-            await ctx.log(level, note, logger_name="onlysq_mcp.upstream")
+            # The lifespan of the server is its `Services` (server.Runtime.run).
+            services = cast("Services", ctx.request_context.lifespan_context)
+            await ctx.log(level, services.redact(note), logger_name="onlysq_mcp.upstream")
 
     return send

@@ -28,14 +28,16 @@ from .errors import (
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
-    redact,
 )
+from .redaction import NO_SECRETS, Redactor, display_url
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # A retry wait longer than this is not worth holding a tool call open for.
 MAX_SINGLE_WAIT = 30.0
+# Most characters of an upstream's own words quoted in an error.
+DETAIL_CHARS = 300
 
 OnRetry = Callable[[str], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
@@ -64,7 +66,7 @@ class Upstream:
     policy: RetryPolicy
     read_timeout: float
     auth_hint: str
-    secrets: tuple[str, ...] = ()
+    redact: Redactor = NO_SECRETS
 
     async def request(
         self,
@@ -90,7 +92,7 @@ class Upstream:
                 response = await self.client.send(request, stream=True)
             except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.RemoteProtocolError, httpx2.ReadError) as exc:
                 failure: UpstreamError = UpstreamUnavailable(
-                    self.name, f"could not reach {self.base_url} ({type(exc).__name__})"
+                    self.name, f"could not reach {display_url(self.base_url)} ({type(exc).__name__})"
                 )
                 retry_after = None
             except httpx2.TimeoutException as exc:
@@ -173,8 +175,11 @@ class Upstream:
             detail = "a non-JSON body" if "html" in content_type or text.lstrip().startswith("<") else text.strip()
         else:
             detail = find_error_message(body) or text.strip()
-        detail = " ".join(detail.split())[:300] or "no details"
-        return redact(detail, list(self.secrets))
+        return self.upstream_words(detail) or "no details"
+
+    def upstream_words(self, text: str) -> str:
+        """Text from the upstream as it may be quoted: secrets masked before the cut, so none is left in part."""
+        return " ".join(self.redact(text).split())[:DETAIL_CHARS]
 
     def parse(self, response: httpx2.Response, model: type[M], field: str) -> M:
         """The body as the wire model; `field` names what a body that does not fit is missing."""
@@ -184,7 +189,7 @@ class Upstream:
         try:
             return model.model_validate(body)
         except ValidationError:
-            keys = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+            keys = self.upstream_words(", ".join(sorted(body))) if isinstance(body, dict) else type(body).__name__
             raise UpstreamBadResponse(
                 self.name, f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
             ) from None

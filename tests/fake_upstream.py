@@ -478,7 +478,8 @@ class FakeUpstream:
         - "drop": abort the TCP connection without a byte of response.
         ---
         - "missing_field": 200 JSON without `choices` (/ai/v2; for a stream every chunk lacks it),
-          `files` (/ai/imagen), `data` (Yandex) or `models` (/ai/models).
+          `files` (/ai/imagen), `data` (Yandex) or `models` (/ai/models); with `message`, the body also
+          has a key of that name (an unexpected key, which the error lists).
         - "finish_error" (/ai/v2): `finish_reason` "error" and content "" (non-stream); for a stream the
           content chunks are sent, then a final chunk with finish_reason "error", then `[DONE]`.
         - "bad_base64" / "not_image" (image endpoints): the image is "not*base64!!" / base64 of b"hello world".
@@ -617,8 +618,7 @@ class FakeUpstream:
 
     async def _models(self, ex: _Exchange) -> None:
         payload: dict[str, Any] = {"api-version": self.api_version, "models": copy.deepcopy(self.models)}
-        if ex.fault_kind == "missing_field":
-            del payload["models"]
+        ex.missing_field(payload, "models")
         await ex.send_json(200, payload)
 
     async def _chat(self, ex: _Exchange) -> None:
@@ -697,8 +697,7 @@ class FakeUpstream:
             "usage": _usage(prompt_tokens, completion_tokens),
             "user": 0,
         }
-        if ex.fault_kind == "missing_field":
-            del payload["choices"]
+        ex.missing_field(payload, "choices")
         await ex.send_json(200, payload)
 
     async def _stream_chat(self, ex: _Exchange, model: str, reply: str, prompt_tokens: int) -> None:
@@ -718,8 +717,7 @@ class FakeUpstream:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 "usage": usage,
             }
-            if kind == "missing_field":
-                del payload["choices"]
+            ex.missing_field(payload, "choices")
             return payload
 
         async def checkpoint() -> bool:
@@ -791,8 +789,7 @@ class FakeUpstream:
             payload["seed"] = seed
         if self.omit_size:
             del payload["size"]
-        if ex.fault_kind == "missing_field":
-            del payload["files"]
+        ex.missing_field(payload, "files")
         await ex.send_json(200, payload)
 
     async def _render_b64(
@@ -848,8 +845,7 @@ class FakeUpstream:
             "size": f"{width}x{height}",
             "usage": {"input_tokens": input_tokens, "output_tokens": 1, "total_tokens": input_tokens + 1},
         }
-        if ex.fault_kind == "missing_field":
-            del payload["data"]
+        ex.missing_field(payload, "data")
         await ex.send_json(200, payload)
 
     # ------------------------------------------------------------------ standalone
@@ -907,6 +903,14 @@ class _Exchange:
     @property
     def fault_kind(self) -> str | None:
         return self.fault.kind if self.fault is not None else None
+
+    def missing_field(self, payload: dict[str, Any], field: str) -> None:
+        """Apply the "missing_field" fault to `payload`, if it is this request's fault."""
+        if self.fault is None or self.fault.kind != "missing_field":
+            return
+        del payload[field]
+        if self.fault.message:
+            payload[self.fault.message] = True
 
     def fault_message(self, default: str) -> str:
         return (self.fault.message if self.fault is not None else None) or default

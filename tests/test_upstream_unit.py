@@ -7,8 +7,9 @@ import time
 
 import httpx2
 import pytest
+from mcp_types import CallToolResult, ImageContent, TextContent
 
-from onlysq_mcp.errors import redact
+from onlysq_mcp.redaction import Redactor, display_url
 from onlysq_mcp.upstream import RetryPolicy, Upstream, find_error_message, parse_retry_after
 
 
@@ -55,16 +56,42 @@ def test_error_detail_is_redacted_and_short():
         policy=RetryPolicy(0, 0, 1),
         read_timeout=1,
         auth_hint="",
-        secrets=("sq-secret",),
+        redact=Redactor(["sq-secret-key"]),
     )
-    response = httpx2.Response(401, json={"error": {"message": "key sq-secret is invalid " + "x" * 1000}})
+    response = httpx2.Response(401, json={"error": {"message": "key sq-secret-key is invalid " + "x" * 1000}})
     detail = upstream.error_detail(response)
     assert "sq-secret" not in detail
     assert "***" in detail
     assert len(detail) <= 300
+    # A key across the cut is masked whole before the cut, not shown in part.
+    straddling = httpx2.Response(401, json={"error": {"message": "x" * 295 + " sq-secret-key"}})
+    assert upstream.error_detail(straddling).endswith(" ***")
     html = httpx2.Response(502, text="<html><body>Bad gateway</body></html>", headers={"content-type": "text/html"})
     assert upstream.error_detail(html) == "a non-JSON body"
 
 
-def test_redact_ignores_empty_secrets():
-    assert redact("abc", ["", "b"]) == "a***c"
+def test_redactor_masks_longest_first_and_skips_short_values():
+    redact = Redactor(["", "ab", "secret", "secret-plus"])
+    assert redact("ab secret-plus secret") == "ab *** ***"
+
+
+def test_display_url_drops_user_and_password():
+    assert display_url("https://user:p%40ss@api.example:8443/v1?q=1") == "https://api.example:8443/v1?q=1"
+    assert display_url("https://api.onlysq.ru/") == "https://api.onlysq.ru/"
+
+
+def test_redactor_masks_every_text_of_a_result_but_not_image_data():
+    redact = Redactor(["sq-secret-key"])
+    result = CallToolResult(
+        content=[
+            TextContent(type="text", text="key sq-secret-key"),
+            ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
+        ],
+        structured_content={"sq-secret-key": {"data": ["sq-secret-key"]}},
+    )
+    masked = redact.model(result)
+    assert masked.content == [
+        TextContent(type="text", text="key ***"),
+        ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
+    ]
+    assert masked.structured_content == {"***": {"data": ["***"]}}
