@@ -145,6 +145,46 @@ class MaskQueryInAccessLog(logging.Filter):
         return True
 
 
+class ExplainBodyLimit:
+    """The SDK refuses an oversized body with a plain-text 413 (RequestBodyLimitMiddleware,
+    mcp/server/transport_security.py), which a client reports as a bare transport failure. A JSON-RPC error
+    body instead reaches the caller as this request's error (mcp/client/streamable_http.py reads a non-2xx
+    JSON-RPC error), saying what to send instead."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self._body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32600,
+                    "message": f"The request is over this server's {limit:,}-byte limit for one HTTP request. "
+                    "For describe_image pass a smaller image, an https URL, or a file path under "
+                    "ONLYSQ_MCP_FILE_ROOTS instead of inline data.",
+                },
+            }
+        ).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def explain(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replaced = True
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode())]
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": self._body})
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, explain)
+
+
 @dataclass
 class OpenSession:
     client: str
@@ -215,20 +255,31 @@ class SessionGuard:
             )
             return
 
-        async def record_session(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                opened = dict(message.get("headers", [])).get(SESSION_HEADER)
-                if opened is not None:
-                    self._sessions[opened.decode("latin-1")] = OpenSession(client, time.monotonic())
-            await send(message)
-
+        # Counted as held from admission until the answer starts, when it is either a session or nothing;
+        # the request itself may end a little later, after the client already saw the answer.
         self._opening[client] += 1
-        try:
-            await self.app(scope, receive, record_session)
-        finally:
+        answered = False
+
+        def done_opening() -> None:
+            nonlocal answered
+            answered = True
             self._opening[client] -= 1
             if not self._opening[client]:
                 del self._opening[client]
+
+        async def record_session(message: Message) -> None:
+            if message["type"] == "http.response.start" and not answered:
+                opened = dict(message.get("headers", [])).get(SESSION_HEADER)
+                if opened is not None and message["status"] < 400:
+                    self._sessions[opened.decode("latin-1")] = OpenSession(client, time.monotonic())
+                done_opening()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_session)
+        finally:
+            if not answered:
+                done_opening()
 
     def _forget_ended(self) -> None:
         open_ids = self._manager._server_instances
@@ -324,6 +375,7 @@ def build_http_app(server: MCPServer, settings: Settings, host: str) -> ASGIApp:
         max_request_body_size=max_request_body(settings),
         session_idle_timeout=settings.onlysq_mcp_session_idle_timeout,
     )
+    app = ExplainBodyLimit(app, max_request_body(settings))
     app = SessionGuard(
         app,
         server.session_manager,
