@@ -302,52 +302,68 @@ class SessionGuard:
                     await transport.terminate()
 
 
-class HeadTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a limit on how long a request head may take to arrive.
+READING_REQUEST = (h11.IDLE, h11.SEND_BODY)
+
+
+class RequestTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus limits on how slowly a request may arrive: its head within
+    `request_timeout` seconds of its first byte (of the connection, for the first request), and no pause
+    longer than that within its body.
 
     uvicorn only times out idle keep-alive connections after a response (h11_impl.py `on_response_complete`):
-    a connection that sends nothing, or half a request line, would otherwise stay open for ever.
+    a connection that sends nothing, half a request line, or a body that never comes, would otherwise stay
+    open for ever.
     """
 
-    head_timeout: float = 10.0
+    request_timeout: float = 10.0
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._request_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm_request_timer()
 
     def data_received(self, data: bytes) -> None:
-        # A new request after a keep-alive pause: its head has `head_timeout` seconds from its first byte.
-        if self._head_timer is None and self.conn.their_state is h11.IDLE:
-            self._arm_head_timer()
+        before = self.conn.their_state
+        # More of a body restarts the pause allowed; the first byte after a keep-alive pause starts a head's.
+        if before is h11.SEND_BODY or (before is h11.IDLE and self._request_timer is None):
+            self._arm_request_timer()
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm_head_timer()
+        after = self.conn.their_state
+        if after is h11.SEND_BODY and before is h11.IDLE:
+            self._arm_request_timer()
+        elif after not in READING_REQUEST:
+            self._disarm_request_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self._disarm_request_timer()
         super().connection_lost(exc)
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+    def _arm_request_timer(self) -> None:
+        self._disarm_request_timer()
+        self._request_timer = self.loop.call_later(self.request_timeout, self._request_timed_out)
 
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _disarm_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            logger.debug("Closing a connection that sent no complete request head in %s s", self.head_timeout)
-            self.transport.close()
+    def _request_timed_out(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing() or self.conn.their_state not in READING_REQUEST:
+            return
+        if self.flow.read_paused:
+            # uvicorn stopped reading because the app has not taken the body yet: the wait is ours.
+            self._arm_request_timer()
+            return
+        logger.debug("Closing a connection whose request did not arrive within %s s", self.request_timeout)
+        self.transport.close()
 
 
-def head_timeout_protocol(seconds: float) -> type[H11Protocol]:
-    return type("HeadTimeoutH11Protocol", (HeadTimeoutH11Protocol,), {"head_timeout": seconds})
+def request_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    return type("RequestTimeoutH11Protocol", (RequestTimeoutH11Protocol,), {"request_timeout": seconds})
 
 
 def transport_security(settings: Settings, host: str) -> TransportSecuritySettings:
@@ -404,7 +420,7 @@ def serve_http(server: MCPServer, settings: Settings, host: str, port: int) -> N
         app,
         host=bind_address(host),
         port=port,
-        http=head_timeout_protocol(settings.onlysq_mcp_http_header_timeout),
+        http=request_timeout_protocol(settings.onlysq_mcp_http_request_timeout),
         timeout_keep_alive=settings.onlysq_mcp_http_keep_alive_timeout,
         log_level=settings.onlysq_mcp_log_level.lower(),
         log_config=None,

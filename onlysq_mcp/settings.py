@@ -134,10 +134,10 @@ class Settings(BaseSettings):
         description="HTTP only: a session with no request in flight and no open stream for this many seconds "
         "is closed; the client then starts a new one.",
     )
-    onlysq_mcp_http_header_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
+    onlysq_mcp_http_request_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
         10.0,
-        description="HTTP only: seconds a connection has to send a complete request head; slower connections "
-        "are closed.",
+        description="HTTP only: seconds a connection has to send a complete request head, and the longest "
+        "pause allowed within a request body; slower connections are closed.",
     )
     onlysq_mcp_http_keep_alive_timeout: Annotated[int, Field(ge=1, le=300)] = Field(
         5, description="HTTP only: seconds an idle keep-alive connection stays open between requests."

@@ -111,15 +111,17 @@ def not_found(sock: socket.socket) -> bytes:
 
 
 def test_half_open_connections_are_closed(serve):
-    server = serve(ONLYSQ_MCP_HTTP_HEADER_TIMEOUT="1", ONLYSQ_MCP_HTTP_KEEP_ALIVE_TIMEOUT="1")
+    server = serve(ONLYSQ_MCP_HTTP_REQUEST_TIMEOUT="1", ONLYSQ_MCP_HTTP_KEEP_ALIVE_TIMEOUT="1")
     address = ("127.0.0.1", server.port)
     with (
         socket.create_connection(address) as silent,
         socket.create_connection(address) as partial,
         socket.create_connection(address) as trickle,
         socket.create_connection(address) as kept_alive,
+        socket.create_connection(address) as no_body,
     ):
         partial.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        no_body.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
         kept_alive.sendall(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert not_found(kept_alive).startswith(b"HTTP/1.1 404")
         # A byte at a time never completes the head, and must not keep the connection alive.
@@ -129,12 +131,12 @@ def test_half_open_connections_are_closed(serve):
             except OSError:
                 break
             time.sleep(0.2)
-        for sock in (silent, partial, trickle, kept_alive):
+        for sock in (silent, partial, trickle, kept_alive, no_body):
             assert closed_by_server(sock, within=3) < 3
 
 
 def test_a_working_request_is_not_cut_by_the_head_timeout(serve):
-    server = serve(ONLYSQ_MCP_HTTP_HEADER_TIMEOUT="1", ONLYSQ_MCP_HTTP_KEEP_ALIVE_TIMEOUT="5")
+    server = serve(ONLYSQ_MCP_HTTP_REQUEST_TIMEOUT="1", ONLYSQ_MCP_HTTP_KEEP_ALIVE_TIMEOUT="5")
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         time.sleep(0.5)
         sock.sendall(b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
