@@ -25,6 +25,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -36,6 +38,7 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 # escaped as `\uXXXX` at worst.
 BODY_HEADROOM = 128 * 1024
 SESSION_HEADER = MCP_SESSION_ID_HEADER.lower().encode()
+PROTOCOL_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode()
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +203,14 @@ def client_key(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+def may_open_session(scope: Scope) -> bool:
+    """Whether the SDK serves this request on the session path: no protocol version header yet (the
+    `initialize` handshake), or one of the handshake versions. Later versions are stateless and open no
+    session (the routing in mcp/server/streamable_http_manager.py `_handle_request`)."""
+    version = dict(scope["headers"]).get(PROTOCOL_VERSION_HEADER)
+    return version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+
+
 class SessionGuard:
     """Caps the sessions one client may hold open, and closes sessions that see no request after their
     `initialize`, so that a client opening sessions in a loop cannot fill the session manager for everyone.
@@ -233,7 +244,7 @@ class SessionGuard:
             if (session := self._sessions.get(session_id.decode("latin-1"))) is not None:
                 session.used = True
             await self.app(scope, receive, send)
-        elif scope["method"] == "POST":
+        elif scope["method"] == "POST" and may_open_session(scope):
             await self._open_session(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -243,7 +254,7 @@ class SessionGuard:
         self._forget_ended()
         held = sum(1 for session in self._sessions.values() if session.client == client) + self._opening[client]
         if held >= self._per_client:
-            logger.warning("Refusing a new session for %s: it holds %d open sessions", client, held)
+            logger.info("Refusing a new session for %s: it holds %d open sessions", client, held)
             await refuse(
                 send,
                 429,

@@ -73,6 +73,17 @@ async def test_one_client_cannot_lock_out_others(serve):
         assert (await initialize(http, server.url)).status_code == 200
 
 
+async def test_stateless_requests_do_not_count_as_sessions(serve):
+    server = serve(ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT="1")
+    modern = MCP_HEADERS | {"mcp-protocol-version": "2026-07-28"}
+    async with httpx2.AsyncClient() as http:
+        assert (await initialize(http, server.url)).status_code == 200
+        assert (await initialize(http, server.url)).status_code == 429
+        # The 2026-07-28 protocol has no sessions: the cap has nothing to say about its requests.
+        response = await http.post(server.url, json=PING, headers=modern)
+    assert response.status_code != 429, response.text
+
+
 async def test_sessions_unused_after_initialize_are_closed(serve):
     server = serve(ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT="2", ONLYSQ_MCP_UNUSED_SESSION_TIMEOUT="0.5")
     async with httpx2.AsyncClient() as http:
