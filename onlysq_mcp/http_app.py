@@ -309,8 +309,12 @@ class SessionGuard:
                 transport = self._manager._server_instances.get(session_id)
                 if transport is not None:
                     logger.info("Closing session %s: no request after initialize", session_id)
-                    # Ends the session's server task, which then drops it from the manager.
-                    await transport.terminate()
+                    try:
+                        # Ends the session's server task, which then drops it from the manager.
+                        await transport.terminate()
+                    except Exception:
+                        # This task runs for the server's lifetime: one session's failure must not end it.
+                        logger.exception("Closing unused session %s failed", session_id)
 
 
 READING_REQUEST = (h11.IDLE, h11.SEND_BODY)
