@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="stdio",
         help="stdio (default): talk to the host that launched this process; http: serve streamable HTTP.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP only: address to listen on (default 127.0.0.1).")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="HTTP only: address to listen on (default 127.0.0.1; IPv6 as ::1 or [::1])."
+    )
     parser.add_argument("--port", type=int, default=8000, help="HTTP only: port to listen on (default 8000).")
     parser.add_argument(
         "--allow-unauthenticated",

@@ -138,6 +138,29 @@ class Settings(BaseSettings):
         description="HTTP only: extra `Host` header values to accept (comma-separated, `name:*` for any port), "
         "e.g. the public name behind a reverse proxy. Loopback names are always accepted.",
     )
+    onlysq_mcp_max_sessions_per_client: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        32,
+        description="HTTP only: most MCP sessions one client address may hold open; further `initialize` "
+        "requests get 429 until one ends, so one client cannot fill the server for everyone.",
+    )
+    onlysq_mcp_unused_session_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0,
+        description="HTTP only: a session that receives no request within this many seconds of its "
+        "`initialize` is closed.",
+    )
+    onlysq_mcp_session_idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        1800.0,
+        description="HTTP only: a session with no request in flight and no open stream for this many seconds "
+        "is closed; the client then starts a new one.",
+    )
+    onlysq_mcp_http_request_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0,
+        description="HTTP only: seconds a connection has to send a complete request head, and the longest "
+        "pause allowed within a request body; slower connections are closed.",
+    )
+    onlysq_mcp_http_keep_alive_timeout: Annotated[int, Field(ge=1, le=300)] = Field(
+        5, description="HTTP only: seconds an idle keep-alive connection stays open between requests."
+    )
     onlysq_mcp_file_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders `describe_image` may read local files from, separated by `:` (`;` on Windows). "

@@ -121,21 +121,24 @@ def stdio_params(upstream: FakeUpstream, output_dir: Path, tmp_path: Path) -> St
 
 
 class HttpServer:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path, host: str = "127.0.0.1") -> None:
         self.process = process
         self.port = port
         self.log = log
+        self.host = host
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{name}:{self.port}/mcp"
 
 
-def start_http_server(env: dict[str, str], tmp_path: Path, *args: str) -> HttpServer:
+def start_http_server(env: dict[str, str], tmp_path: Path, *args: str, host: str = "127.0.0.1") -> HttpServer:
+    """`onlysq-mcp --transport http` on a free port of `host` (an IPv6 address without brackets)."""
     port = free_port()
     log = tmp_path / f"http-server-{port}.log"
     process = subprocess.Popen(
-        [*server_command(), "--transport", "http", "--port", str(port), *args],
+        [*server_command(), "--transport", "http", "--host", host, "--port", str(port), *args],
         env=clean_env(**env),
         cwd=str(tmp_path),
         stdout=subprocess.DEVNULL,
@@ -146,8 +149,8 @@ def start_http_server(env: dict[str, str], tmp_path: Path, *args: str) -> HttpSe
         if process.poll() is not None:
             raise RuntimeError(f"HTTP server exited early:\n{log.read_text()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return HttpServer(process, port, log)
+            with socket.create_connection((host, port), timeout=0.2):
+                return HttpServer(process, port, log, host)
         except OSError:
             time.sleep(0.05)
     process.kill()

@@ -55,6 +55,25 @@ async def test_requests_with_the_token_work(token_server, fake_upstream):
     assert TOKEN not in token_server.log.read_text()
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+async def test_bearer_scheme_is_case_insensitive(token_server, scheme):
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            token_server.url, json=INITIALIZE, headers=MCP_HEADERS | {"authorization": f"{scheme} {TOKEN}"}
+        )
+    assert response.status_code == 200
+
+
+async def test_two_authorization_headers_are_refused(token_server):
+    good = f"Bearer {TOKEN}"
+    for second in (good, "Bearer wrong"):
+        headers = [*MCP_HEADERS.items(), ("authorization", good), ("authorization", second)]
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(token_server.url, json=INITIALIZE, headers=headers)
+        assert response.status_code == 400
+        assert "exactly one Authorization header" in response.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
