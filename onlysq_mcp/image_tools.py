@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -27,6 +27,7 @@ from .images import (
     ImageTooLarge,
     Reencoded,
     SavedImage,
+    decode_cost,
     encoded_size,
     measure,
     pixel_size,
@@ -43,6 +44,7 @@ from .yandex import UPSTREAM as YANDEX
 if TYPE_CHECKING:
     from .server import Runtime
 
+T = TypeVar("T")
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
@@ -53,8 +55,10 @@ PREVIEW_SIDE = 1024
 UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
 UNDECODABLE = "cannot be decoded: it is corrupt or truncated"
-# Decodes (and header scans) at once per server: each may hold hundreds of MB, so a burst must queue.
-MAX_DECODES = 2
+# Decodes run together only while their estimated memory fits DECODE_BUDGET (one always may run), and at
+# most MAX_DECODES threads at once: a burst of big images queues instead of multiplying the peak.
+DECODE_BUDGET = 256 * 1024 * 1024
+MAX_DECODES = 4
 
 
 class ImageFile(BaseModel):
@@ -100,7 +104,7 @@ class DescribeImageOutput(BaseModel):
 
 
 def register(server: MCPServer, runtime: Runtime) -> None:
-    decodes = anyio.CapacityLimiter(MAX_DECODES)
+    decodes = DecodeBudget(DECODE_BUDGET, MAX_DECODES)
 
     @tool(
         server,
@@ -181,9 +185,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         async def produce(job: ImageJob) -> None:
             try:
                 data = await generate(job)
-                mime = await anyio.to_thread.run_sync(
-                    upstream_image, data, UPSTREAMS[provider], max_pixels, limiter=decodes
-                )
+                mime = await anyio.to_thread.run_sync(upstream_image, data, UPSTREAMS[provider], max_pixels)
             except (UpstreamError, OSError) as exc:
                 job.failures.append(str(exc))
                 return
@@ -229,14 +231,12 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         if not saved and not unsaved:
             raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(job.failures)))
         # Previews of big images take real CPU time: off the event loop, so other calls keep flowing.
-        blocks, files = await anyio.to_thread.run_sync(
-            deliver,
-            saved,
-            unsaved,
-            settings.onlysq_mcp_image_delivery,
-            settings.onlysq_mcp_inline_budget,
-            max_pixels,
-            limiter=decodes,
+        images = [data for _, data in saved] + [data for data, _ in unsaved]
+        delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+        # One image after another: the largest decides the memory this takes.
+        blocks, files = await decodes.run(
+            max(decode_cost(data) for data in images),
+            lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
         )
         output = GenerateImageOutput(
             provider=provider,
@@ -313,7 +313,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             raise ToolError(f"Cannot use `image`: {exc}") from None
         max_pixels = settings.onlysq_mcp_max_input_pixels
         try:
-            size = await anyio.to_thread.run_sync(measure, loaded.data, max_pixels, limiter=decodes)
+            size = await anyio.to_thread.run_sync(measure, loaded.data, max_pixels)
         except ImageTooLarge as exc:
             raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
         except ImageDecodeError:
@@ -325,14 +325,14 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
         if too_big or mime not in VISION_INPUT_TYPES:
             try:
-                smaller = await anyio.to_thread.run_sync(
+                smaller = await decodes.run(
+                    decode_cost(loaded.data),
                     lambda: shrink(
                         loaded.data,
                         max_side=settings.onlysq_mcp_vision_max_side,
                         max_bytes=settings.onlysq_mcp_vision_max_bytes,
                         max_pixels=max_pixels,
                     ),
-                    limiter=decodes,
                 )
             except ImageDecodeError:
                 raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
@@ -360,6 +360,35 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
             structured_content=output.model_dump(mode="json"),
         )
+
+
+class DecodeBudget:
+    """Admits decodes in arrival order while the sum of their estimated memory fits `budget` bytes.
+
+    A decode larger than the budget runs alone. Images that need no decode cost nothing and never wait.
+    """
+
+    def __init__(self, budget: int, threads: int) -> None:
+        self._budget = budget
+        self._used = 0
+        self._turnstile = anyio.Lock()  # fair: the first in line is admitted first
+        self._freed: anyio.Event | None = None
+        self._threads = anyio.CapacityLimiter(threads)
+
+    async def run(self, cost: int, work: Callable[[], T]) -> T:
+        """`work()` in a worker thread, once `cost` bytes fit beside the decodes already running."""
+        async with self._turnstile:
+            while self._used and self._used + cost > self._budget:
+                self._freed = self._freed or anyio.Event()
+                await self._freed.wait()
+            self._used += cost
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._threads)
+        finally:
+            self._used -= cost
+            if self._freed is not None:
+                self._freed.set()
+                self._freed = None
 
 
 class GenerationProgress:

@@ -190,3 +190,38 @@ async def test_describe_image_still_works_on_a_real_jpeg(make_settings, upstream
     assert not result.is_error, text_of(result)
     assert result.structured_content["downscaled"] is True
     assert (result.structured_content["width"], result.structured_content["height"]) == (4000, 3000)
+
+
+async def test_decode_budget_keeps_estimated_memory_within_bounds():
+    import threading
+    import time
+
+    from onlysq_mcp.image_tools import DecodeBudget
+
+    budget = DecodeBudget(100, threads=8)
+    lock = threading.Lock()
+    running: list[int] = []
+    seen: list[list[int]] = []
+
+    def work(cost: int) -> int:
+        with lock:
+            running.append(cost)
+            seen.append(list(running))
+        time.sleep(0.02)
+        with lock:
+            running.remove(cost)
+        return cost
+
+    costs = [40, 40, 40, 150, 10, 0, 60, 30]
+    done: list[int] = []
+
+    async def one(cost: int) -> None:
+        done.append(await budget.run(cost, lambda: work(cost)))
+
+    async with anyio.create_task_group() as group:
+        for cost in costs:
+            group.start_soon(one, cost)
+            await anyio.sleep(0.001)  # arrival order
+    assert sorted(done) == sorted(costs)
+    assert all(sum(now) <= 100 or now == [150] for now in seen), seen
+    assert max(len(now) for now in seen) >= 2  # small decodes do run together
