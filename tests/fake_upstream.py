@@ -484,7 +484,7 @@ class FakeUpstream:
         - "finish_error" (/ai/v2): `finish_reason` "error" and content "" (non-stream); for a stream the
           content chunks are sent, then a final chunk with finish_reason "error", then `[DONE]`.
         - "bad_base64" / "not_image" (image endpoints): the image is "not*base64!!" / base64 of b"hello world".
-        - "bomb" (image endpoints): the image is a 40-byte lossless WebP declaring 13,300×13,300 pixels
+        - "bomb" (image endpoints): the image is a 34-byte lossless WebP declaring 13,300×13,300 pixels
           (`tests/image_bombs.py`).
         - "cut_stream" (/ai/v2): a stream ends cleanly after `after_chunks` content chunks, with no finish
           chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.

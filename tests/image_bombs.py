@@ -17,7 +17,7 @@ BOMB_SIDE = 13_300  # 177 Mpx: just under the 179 Mpx Pillow refuses on its own
 
 
 def gif(width: int = BOMB_SIDE, height: int = BOMB_SIDE, *, screen: tuple[int, int] | None = None) -> bytes:
-    """A 37-byte GIF: one frame of width×height; `screen` sets a smaller logical screen than the frame."""
+    """A 36-byte GIF: one frame of width×height; `screen` sets a smaller logical screen than the frame."""
     screen_w, screen_h = screen or (width, height)
     header = b"GIF89a" + struct.pack("<HHBBB", screen_w, screen_h, 0, 0, 0)
     # Graphic control extension with disposal method 2 ("restore to background").
@@ -57,7 +57,7 @@ class _Bits:
 
 
 def webp(width: int = BOMB_SIDE, height: int = BOMB_SIDE) -> bytes:
-    """A ~40-byte lossless WebP (VP8L): every prefix code has one symbol, so each pixel costs zero bits.
+    """A 34-byte lossless WebP (VP8L): every prefix code has one symbol, so each pixel costs zero bits.
 
     Bitstream layout from RFC 9649 (WebP Lossless Bitstream), sections 3, 4 and 6.
     """
