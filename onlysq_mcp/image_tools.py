@@ -230,10 +230,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             return pending_result(job, provider, model_id, prompt, aspect_ratio, settings.onlysq_mcp_image_wait)
         if not saved and not unsaved:
             raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(job.failures)))
-        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing.
         images = [data for _, data in saved] + [data for data, _ in unsaved]
         delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
-        # One image after another: the largest decides the memory this takes.
+        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
+        # made one after another, so the largest image decides the memory this may take.
         blocks, files = await decodes.run(
             max(decode_cost(data) for data in images),
             lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
@@ -365,7 +365,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
 class DecodeBudget:
     """Admits decodes in arrival order while the sum of their estimated memory fits `budget` bytes.
 
-    A decode larger than the budget runs alone. Images that need no decode cost nothing and never wait.
+    A decode larger than the budget runs alone; work that decodes nothing (cost 0) does not queue.
     """
 
     def __init__(self, budget: int, threads: int) -> None:
@@ -377,6 +377,8 @@ class DecodeBudget:
 
     async def run(self, cost: int, work: Callable[[], T]) -> T:
         """`work()` in a worker thread, once `cost` bytes fit beside the decodes already running."""
+        if cost == 0:
+            return await anyio.to_thread.run_sync(work, limiter=self._threads)
         async with self._turnstile:
             while self._used and self._used + cost > self._budget:
                 self._freed = self._freed or anyio.Event()

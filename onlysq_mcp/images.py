@@ -39,7 +39,7 @@ class ImageDecodeError(Exception):
 
 
 class ImageTooLarge(ImageDecodeError):
-    """The header declares more pixels than the server decodes; decoding costs 4-6 bytes a pixel."""
+    """The header declares more pixels than the server decodes; a decode costs 4-18 bytes a pixel."""
 
     def __init__(self, size: tuple[int, int], max_pixels: int) -> None:
         width, height = size
