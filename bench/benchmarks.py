@@ -1,4 +1,4 @@
-"""The six benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
+"""The seven benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
 
 Project and floor always run against the same fake upstream, one after the other within each run, in
 alternating order, so that a busy neighbour on the machine slows both rather than one.
@@ -599,6 +599,93 @@ def soak(plan: Plan) -> list[Row]:
     ]
 
 
+# --- 7. image bombs -------------------------------------------------------------------------------
+
+BOMB_COPIES = 4  # of each kind, all at once
+UNDER_LIMIT_SIDE = 6000  # 36 Mpx: just under the default ONLYSQ_MCP_MAX_INPUT_PIXELS (40 Mpx)
+
+
+def image_sets() -> dict[str, list[tuple[str, str]]]:
+    """(kind, data URI) lists: bombs, images just under the pixel limit (the same builders), small images."""
+    from tests import image_bombs
+
+    def uri(data: bytes) -> str:
+        return "data:image/png;base64," + base64.b64encode(data).decode()
+
+    kinds = image_bombs.BUILDERS
+    return {
+        "bombs": [(kind, uri(build())) for kind, build in kinds.items() for _ in range(BOMB_COPIES)],
+        "under": [
+            (kind, uri(build(UNDER_LIMIT_SIDE, UNDER_LIMIT_SIDE))) for kind, build in kinds.items()
+            for _ in range(BOMB_COPIES)
+        ],
+        "small": [(kind, uri(small_image(kind))) for kind in kinds for _ in range(BOMB_COPIES)],
+    }  # fmt: skip
+
+
+def small_image(fmt: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "teal").save(buffer, fmt.upper())
+    return buffer.getvalue()
+
+
+async def describe_all(url: str, pid: int, images: list[tuple[str, str]]) -> tuple[float, list[str]]:
+    """Every image to `describe_image` at once, one session; (peak RSS in MiB, each result's text)."""
+    texts: list[str] = []
+    async with http_client(url) as client:
+        await client.call_tool("list_models", {})
+
+        async def one(image: str) -> None:
+            result = await client.call_tool("describe_image", {"image": image})
+            texts.append(("ERROR " if result.is_error else "") + text_of(result))
+
+        async with anyio.create_task_group() as group:
+            for _, image in images:
+                group.start_soon(one, image)
+    return memory_kib(pid)["VmHWM"] / 1024, texts
+
+
+def bombs(plan: Plan) -> list[Row]:
+    sets = image_sets()
+    n = len(sets["bombs"])
+    peaks: dict[str, list[float]] = {"bombs": [], "under": [], "small": [], "floor": []}
+    refused_with_reason = 0
+    described = {"under": 0, "small": 0}
+    with fake_upstream() as base_url, workdir() as folder:
+        for _ in range(plan.runs):
+            for name in ("bombs", "under", "small", "floor"):
+                target, images = (FLOOR, sets["small"]) if name == "floor" else (PROJECT, sets[name])
+                with http_server(target, base_url, folder) as (url, pid):  # a fresh server: its own peak
+                    peak, texts = anyio.run(describe_all, url, pid, images)
+                peaks[name].append(peak)
+                if name == "bombs":
+                    refused_with_reason += sum(
+                        text.startswith("ERROR") and "ONLYSQ_MCP_MAX_INPUT_PIXELS" in text for text in texts
+                    )
+                elif name in described:
+                    described[name] += sum(not text.startswith("ERROR") for text in texts)
+    bomb, under, small, floor = (median(peaks[name]) for name in ("bombs", "under", "small", "floor"))
+    calls = n * plan.runs
+    bench = "7. image bombs (HTTP)"
+    what = f"{BOMB_COPIES} each of GIF, PNG, WebP, JPEG"
+    return [
+        Row(bench, f"server peak RSS (VmHWM), {n} bombs at once ({what}; 13,300² px declared, 34 B–22 kB)",
+            bomb, floor, "MiB", "< 400 MiB, every caller told why", bomb < 400 and refused_with_reason == calls,
+            f"median of {plan.runs} fresh servers, max {max(peaks['bombs']):.0f} MiB; refused naming "
+            f"ONLYSQ_MCP_MAX_INPUT_PIXELS: {refused_with_reason}/{calls}; floor: the floor server's peak for "
+            f"{n} 32 px images at once (it decodes nothing)"),
+        Row(bench, f"… the same server, {n} valid 32 px images at once", small, floor, "MiB", "(information)", None,
+            f"median of {plan.runs}; described: {described['small']}/{calls}"),
+        Row(bench, f"… {n} valid images just under the limit at once ({UNDER_LIMIT_SIDE}² px, {what})", under,
+            floor, "MiB", "(information)", None,
+            f"median of {plan.runs}, max {max(peaks['under']):.0f} MiB; described: {described['under']}/{calls}; "
+            "the 4 GIFs carry no pixel data, so they fail as truncated after the decode started; decodes run "
+            "together only while their estimated memory fits 256 MiB"),
+    ]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "cold": lambda plan: cold_start(plan) + start_path(plan),
     "calls": per_call,
@@ -606,5 +693,6 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "images": big_images,
     "streaming": streaming,
     "soak": soak,
+    "bombs": bombs,
 }
 __all__ = ["BENCHMARKS", "QUICK", "Plan", "Row", "import_report", "server_env"]

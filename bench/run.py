@@ -6,7 +6,7 @@
     python bench/run.py --quick              # smoke run: few runs and calls, prints, writes nothing
     python bench/run.py --output other.md    # write elsewhere
 
-Benchmarks: cold, calls, concurrency, images, streaming, soak. Nothing here is a test: run it by hand, on an
+Benchmarks: cold, calls, concurrency, images, streaming, soak, bombs. Nothing here is a test: run it by hand, on an
 otherwise idle machine when the figures matter.
 """
 
@@ -31,6 +31,7 @@ LABELS = {
     "images": "4.",
     "streaming": "5.",
     "soak": "6.",
+    "bombs": "7.",
 }
 HEADER = (
     "| benchmark | metric | project | floor | project/floor | target | met | notes | measured |\n"

@@ -173,7 +173,14 @@ def read_file(path: Path, policy: InputPolicy) -> LoadedImage:
             raise ImageInputError(
                 f"`{path}` is {size:,} bytes, over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES)."
             )
-        data = resolved.read_bytes()
+        # The size above can be wrong: files in /proc report 0 and some (pagemap) read on for gigabytes.
+        with resolved.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageInputError(
+                f"`{path}` is over the {max_bytes:,}-byte limit (ONLYSQ_MCP_MAX_INPUT_BYTES), although it "
+                f"reports {size:,} bytes."
+            )
     except PermissionError:
         raise ImageInputError(f"`{path}` cannot be read: permission denied.") from None
     except OSError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -21,7 +21,18 @@ from .catalogue import YANDEX_IMAGE_MODELS
 from .errors import UpstreamBadResponse, UpstreamError
 from .image_jobs import JOB_PREFIX, ImageJob, JobStatus
 from .image_sources import ImageInputError, load_image
-from .images import ImageDecodeError, Reencoded, SavedImage, encoded_size, pixel_size, shrink, sniff_mime
+from .images import (
+    ImageDecodeError,
+    ImageTooLarge,
+    Reencoded,
+    SavedImage,
+    decode_cost,
+    encoded_size,
+    measure,
+    pixel_size,
+    shrink,
+    sniff_mime,
+)
 from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .session_images import announce_list_changed
@@ -33,6 +44,7 @@ from .yandex import UPSTREAM as YANDEX
 if TYPE_CHECKING:
     from .server import Runtime
 
+T = TypeVar("T")
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
@@ -42,16 +54,25 @@ VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
 UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
-UNDECODABLE = "cannot be decoded: it is corrupt, truncated, or has too many pixels"
+UNDECODABLE = "cannot be decoded: it is corrupt or truncated"
+# Decodes run together only while their estimated memory fits DECODE_BUDGET (one always may run), and at
+# most MAX_DECODES threads at once: a burst of big images queues instead of multiplying the peak.
+DECODE_BUDGET = 256 * 1024 * 1024
+MAX_DECODES = 4
 
 
 class ImageFile(BaseModel):
-    uri: str = Field(description="Resource URI of the full-resolution file (readable with resources/read).")
-    path: str = Field(description="Where the file is saved on the server's disk.")
+    uri: str | None = Field(
+        description="Resource URI of the full-resolution file (readable with resources/read); null if not saved."
+    )
+    path: str | None = Field(
+        description="Where the file is saved on the server's disk; null when saving failed (see `failures`): "
+        "then the image exists only inline in this result."
+    )
     mime_type: str
     width: int | None
     height: int | None
-    bytes: int = Field(description="Size of the saved file.")
+    bytes: int = Field(description="Size of the image as received (and saved).")
     inline: Literal["original", "preview", "none"] = Field(
         description="What this result carries inline: the original, a downscaled preview, or no image data."
     )
@@ -83,6 +104,8 @@ class DescribeImageOutput(BaseModel):
 
 
 def register(server: MCPServer, runtime: Runtime) -> None:
+    decodes = DecodeBudget(DECODE_BUDGET, MAX_DECODES)
+
     @tool(
         server,
         title="Generate images",
@@ -157,18 +180,25 @@ def register(server: MCPServer, runtime: Runtime) -> None:
 
         # Listed for this caller's session only: other sessions must not see its images or prompts.
         shelf = services.session_images.shelf(ctx.session)
+        max_pixels = settings.onlysq_mcp_max_input_pixels
+        # Images received but not written (a full disk): this call's result is the only place left for them.
+        unsaved: list[tuple[bytes, str]] = []
 
         async def produce(job: ImageJob) -> None:
             try:
                 data = await generate(job)
-                mime = sniff_mime(data)
-                if mime is None:
-                    raise UpstreamBadResponse(
-                        UPSTREAMS[provider], "returned data that is not a PNG, JPEG, WebP or GIF image"
-                    )
-                image = services.store.save(data, mime, prompt)
+                mime = await anyio.to_thread.run_sync(upstream_image, data, UPSTREAMS[provider], max_pixels)
             except (UpstreamError, OSError) as exc:
                 job.failures.append(str(exc))
+                return
+            try:
+                image = services.store.save(data, mime, prompt)
+            except OSError as exc:
+                if job.detached:
+                    job.failures.append(f"an image was received but lost: {exc}")
+                else:
+                    job.failures.append(f"an image was received but not saved: {exc}")
+                    unsaved.append((data, mime))
                 return
             job.add(image, data)
             if shelf is not None:
@@ -196,11 +226,15 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             await announce_list_changed(ctx, in_request=True)
         if not job.finished.is_set():
             return pending_result(job, provider, model_id, prompt, aspect_ratio, settings.onlysq_mcp_image_wait)
-        if not saved:
+        if not saved and not unsaved:
             raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(job.failures)))
-        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing.
-        blocks, files = await anyio.to_thread.run_sync(
-            deliver, saved, settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+        images = [data for _, data in saved] + [data for data, _ in unsaved]
+        delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
+        # made one after another, so the largest image decides the memory this may take.
+        blocks, files = await decodes.run(
+            max(decode_cost(data) for data in images),
+            lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
         )
         output = GenerateImageOutput(
             provider=provider,
@@ -277,9 +311,13 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             )
         except ImageInputError as exc:
             raise ToolError(f"Cannot use `image`: {exc}") from None
-        size = await anyio.to_thread.run_sync(pixel_size, loaded.data)
-        if size is None:
-            raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.")
+        max_pixels = settings.onlysq_mcp_max_input_pixels
+        try:
+            size = await anyio.to_thread.run_sync(measure, loaded.data, max_pixels)
+        except ImageTooLarge as exc:
+            raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
+        except ImageDecodeError:
+            raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
         await check_model(runtime, model_id, "vision", ctx)
 
         data, mime, downscaled = loaded.data, loaded.mime, False
@@ -287,12 +325,14 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
         if too_big or mime not in VISION_INPUT_TYPES:
             try:
-                smaller = await anyio.to_thread.run_sync(
+                smaller = await decodes.run(
+                    decode_cost(loaded.data),
                     lambda: shrink(
                         loaded.data,
                         max_side=settings.onlysq_mcp_vision_max_side,
                         max_bytes=settings.onlysq_mcp_vision_max_bytes,
-                    )
+                        max_pixels=max_pixels,
+                    ),
                 )
             except ImageDecodeError:
                 raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
@@ -320,6 +360,37 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
             structured_content=output.model_dump(mode="json"),
         )
+
+
+class DecodeBudget:
+    """Admits decodes in arrival order while the sum of their estimated memory fits `budget` bytes.
+
+    A decode larger than the budget runs alone; work that decodes nothing (cost 0) does not queue.
+    """
+
+    def __init__(self, budget: int, threads: int) -> None:
+        self._budget = budget
+        self._used = 0
+        self._turnstile = anyio.Lock()  # fair: the first in line is admitted first
+        self._freed: anyio.Event | None = None
+        self._threads = anyio.CapacityLimiter(threads)
+
+    async def run(self, cost: int, work: Callable[[], T]) -> T:
+        """`work()` in a worker thread, once `cost` bytes fit beside the decodes already running."""
+        if cost == 0:
+            return await anyio.to_thread.run_sync(work, limiter=self._threads)
+        async with self._turnstile:
+            while self._used and self._used + cost > self._budget:
+                self._freed = self._freed or anyio.Event()
+                await self._freed.wait()
+            self._used += cost
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._threads)
+        finally:
+            self._used -= cost
+            if self._freed is not None:
+                self._freed.set()
+                self._freed = None
 
 
 class GenerationProgress:
@@ -405,58 +476,90 @@ def pending_result(
 
 
 def deliver(
-    saved: list[tuple[SavedImage, bytes]], mode: ImageDelivery, budget: int
+    saved: list[tuple[SavedImage, bytes]],
+    unsaved: list[tuple[bytes, str]],
+    mode: ImageDelivery,
+    budget: int,
+    max_pixels: int,
 ) -> tuple[list[ContentBlock], list[ImageFile]]:
-    """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes."""
-    blocks: list[ContentBlock] = []
-    files: list[ImageFile] = []
-    total_encoded = sum(encoded_size(len(data)) for _, data in saved)
+    """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes.
+
+    An image that could not be saved is inlined whatever `mode` says: it exists nowhere else.
+    """
+    entries: list[tuple[SavedImage | None, bytes, str]] = [(image, data, image.mime) for image, data in saved]
+    entries += [(None, data, mime) for data, mime in unsaved]
+    shown_entries = [entry for entry in entries if mode != ImageDelivery.LINK or entry[0] is None]
+    total_encoded = sum(encoded_size(len(data)) for _, data, _ in shown_entries)
     originals_fit = mode == ImageDelivery.INLINE or total_encoded <= budget
     # Each preview gets an equal share of the budget: whole base64 quads, 3 bytes for every 4 characters.
-    share = (budget // len(saved)) // 4 * 3
-    for image, data in saved:
+    share = (budget // max(1, len(shown_entries))) // 4 * 3
+    blocks: list[ContentBlock] = []
+    files: list[ImageFile] = []
+    for image, data, mime in entries:
         size = pixel_size(data)
         inline: Literal["original", "preview", "none"] = "none"
         shown: tuple[bytes, str] | None = None
-        if mode != ImageDelivery.LINK:
+        if mode != ImageDelivery.LINK or image is None:
             if originals_fit:
-                shown, inline = (data, image.mime), "original"
-            elif small := preview(data, share):
+                shown, inline = (data, mime), "original"
+            elif small := preview(data, share, max_pixels):
                 shown, inline = (small.data, small.mime), "preview"
         if shown is not None:
-            payload, mime = shown
-            blocks.append(ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=mime))
-        blocks.append(
-            ResourceLink(
-                type="resource_link",
-                uri=image.uri,
-                name=image.name,
-                mime_type=image.mime,
-                size=image.size_bytes,
-                description=f"Full-resolution image, saved at {image.path}",
+            payload, shown_mime = shown
+            blocks.append(
+                ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=shown_mime)
             )
-        )
+        if image is not None:
+            blocks.append(
+                ResourceLink(
+                    type="resource_link",
+                    uri=image.uri,
+                    name=image.name,
+                    mime_type=image.mime,
+                    size=image.size_bytes,
+                    description=f"Full-resolution image, saved at {image.path}",
+                )
+            )
         files.append(
             ImageFile(
-                uri=image.uri,
-                path=str(image.path),
-                mime_type=image.mime,
+                uri=image.uri if image else None,
+                path=str(image.path) if image else None,
+                mime_type=mime,
                 width=size[0] if size else None,
                 height=size[1] if size else None,
-                bytes=image.size_bytes,
+                bytes=len(data),
                 inline=inline,
             )
         )
     return blocks, files
 
 
-def preview(data: bytes, max_bytes: int) -> Reencoded | None:
+def preview(data: bytes, max_bytes: int, max_pixels: int) -> Reencoded | None:
     """A downscaled copy of at most `max_bytes`, or None when the image cannot be made that small."""
     try:
-        small = shrink(data, max_side=PREVIEW_SIDE, max_bytes=max_bytes)
+        small = shrink(data, max_side=PREVIEW_SIDE, max_bytes=max_bytes, max_pixels=max_pixels)
     except ImageDecodeError:
         return None
     return small if len(small.data) <= max_bytes else None
+
+
+def upstream_image(data: bytes, upstream: str, max_pixels: int) -> str:
+    """The type of an image an upstream returned, checked as a caller's image is before it is kept.
+
+    One over the pixel limit is discarded, not saved: a generator does not make 40 Mpx pictures, and a
+    file that declares them is broken or hostile. One whose header cannot be read is saved as received
+    (it is never decoded: no size, no preview).
+    """
+    mime = sniff_mime(data)
+    if mime is None:
+        raise UpstreamBadResponse(upstream, "returned data that is not a PNG, JPEG, WebP or GIF image")
+    try:
+        measure(data, max_pixels)
+    except ImageTooLarge as exc:
+        raise UpstreamBadResponse(upstream, f"returned an image that {exc}; it was discarded, not saved") from None
+    except ImageDecodeError:
+        pass
+    return mime
 
 
 def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
@@ -466,12 +569,25 @@ def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
     ]
     for i, f in enumerate(output.images, 1):
         dims = f"{f.width}x{f.height}" if f.width else "unknown size"
-        shown = {
-            "original": "shown inline",
-            "preview": "a downscaled preview is shown inline; the full-resolution file is on disk and at the URI",
-            "none": "not inlined; read it from the URI or the path",
-        }[f.inline]
-        lines.append(f"{i}. {dims} {f.mime_type}, {f.bytes:,} bytes, saved to {f.path} ({f.uri}); {shown}.")
+        if f.path is None:
+            where = (
+                "NOT saved (see the failure below); "
+                + {
+                    "original": "this result is its only copy, shown inline",
+                    "preview": "only a downscaled preview survives, shown inline",
+                    "none": "too large to inline, so it is lost",
+                }[f.inline]
+            )
+        else:
+            where = (
+                f"saved to {f.path} ({f.uri}); "
+                + {
+                    "original": "shown inline",
+                    "preview": "a downscaled preview is shown inline; the full-resolution file is on disk and at the URI",
+                    "none": "not inlined; read it from the URI or the path",
+                }[f.inline]
+            )
+        lines.append(f"{i}. {dims} {f.mime_type}, {f.bytes:,} bytes, {where}.")
     lines.extend(f"Failed: {failure}" for failure in output.failures)
     lines.extend(notes)
     return "\n".join(lines)

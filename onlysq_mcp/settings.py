@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     onlysq_mcp_vision_max_bytes: Annotated[int, Field(ge=10_000)] = Field(
         4_000_000, description="Larger images are re-encoded smaller before they are sent for description."
     )
+    # Pillow itself refuses only above 2 × 89.5 Mpx; a decode costs 4-6 bytes a pixel, several times over.
+    onlysq_mcp_max_input_pixels: Annotated[int, Field(ge=1_000_000, le=178_956_970)] = Field(
+        40_000_000,
+        description="Most pixels (width × height, read from the file header before anything is decoded) of an "
+        "image `describe_image` accepts or an upstream returns; a 9 kB file can declare 170 million.",
+    )
 
     # --- Serving over HTTP, and what callers may reach ---
     onlysq_mcp_http_token: SecretStr | None = Field(

@@ -78,6 +78,7 @@ FAULT_KINDS: Final = frozenset(
         "finish_error",
         "bad_base64",
         "not_image",
+        "bomb",
         "cut_stream",
         "stream_error",
         "stall",
@@ -94,6 +95,7 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "stream_error": frozenset({CHAT_PATH}),
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
 }
 
 MALFORMED_BODY: Final = b'{"choices": ['
@@ -483,6 +485,8 @@ class FakeUpstream:
         - "finish_error" (/ai/v2): `finish_reason` "error" and content "" (non-stream); for a stream the
           content chunks are sent, then a final chunk with finish_reason "error", then `[DONE]`.
         - "bad_base64" / "not_image" (image endpoints): the image is "not*base64!!" / base64 of b"hello world".
+        - "bomb" (image endpoints): the image is a 34-byte lossless WebP declaring 13,300×13,300 pixels
+          (`tests/image_bombs.py`).
         - "cut_stream" (/ai/v2): a stream ends cleanly after `after_chunks` content chunks, with no finish
           chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.
         - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
@@ -799,6 +803,10 @@ class FakeUpstream:
             return BAD_BASE64
         if ex.fault_kind == "not_image":
             return base64.b64encode(NOT_IMAGE_BYTES).decode("ascii")
+        if ex.fault_kind == "bomb":
+            from tests.image_bombs import webp  # only here: the fake also runs as a script
+
+            return base64.b64encode(webp()).decode("ascii")
         # Off the event loop: a 2048 px noise PNG takes long enough to stall concurrent requests.
         data = await asyncio.to_thread(_render_image, prompt, seed, width, height, image_format, self.image_noise)
         return base64.b64encode(data).decode("ascii")

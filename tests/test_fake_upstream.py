@@ -348,9 +348,12 @@ def test_bad_image_payloads(fake: FakeUpstream, client: httpx2.Client, path: str
 
     fake.add_fault(path, "bad_base64")
     fake.add_fault(path, "not_image")
+    fake.add_fault(path, "bomb")
     with pytest.raises(ValueError):
         base64.b64decode(payload(), validate=True)
     assert base64.b64decode(payload()) == b"hello world"
+    bomb = base64.b64decode(payload())
+    assert bomb[:4] == b"RIFF" and bomb[12:16] == b"VP8L" and len(bomb) < 100
 
 
 def test_cut_stream_and_stream_error(fake: FakeUpstream, client: httpx2.Client) -> None:
@@ -404,6 +407,7 @@ def test_drop(fake: FakeUpstream, client: httpx2.Client) -> None:
 
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
+    covered |= {"bomb"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop"}
     assert covered == FAULT_KINDS
 

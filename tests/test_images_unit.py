@@ -12,8 +12,20 @@ from PIL import Image
 
 from onlysq_mcp import images
 from onlysq_mcp.image_tools import deliver
-from onlysq_mcp.images import ImageDecodeError, ImageStore, encoded_size, pixel_size, shrink, sniff_mime
+from onlysq_mcp.images import (
+    ImageDecodeError,
+    ImageStore,
+    ImageTooLarge,
+    encoded_size,
+    measure,
+    pixel_size,
+    shrink,
+    sniff_mime,
+)
 from onlysq_mcp.settings import ImageDelivery
+from tests import image_bombs
+
+MPX = 40_000_000  # the default ONLYSQ_MCP_MAX_INPUT_PIXELS
 
 
 def make_image(fmt: str = "PNG", size: tuple[int, int] = (40, 30), *, noise: bool = False, mode: str = "RGB") -> bytes:
@@ -50,13 +62,92 @@ def test_pixel_size_and_unreadable_bytes():
     assert pixel_size(b"nothing") is None
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_pixel_size_agrees_with_pillow(fmt, mode):
+    if fmt == "JPEG" and mode in ("RGBA", "P"):
+        return
+    data = make_image(fmt, (123, 45), mode=mode)
+    with Image.open(io.BytesIO(data)) as image:
+        assert pixel_size(data) == image.size == (123, 45)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_pixel_size_of_animations_and_lossy_webp(fmt):
+    frames = [Image.new("RGB", (70, 30), color) for color in ("red", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, fmt, save_all=True, append_images=frames[1:], **({"quality": 50} if fmt == "WEBP" else {}))
+    assert pixel_size(out.getvalue()) == (70, 30)
+    lossy = io.BytesIO()
+    Image.new("RGB", (99, 77)).save(lossy, "WEBP", quality=50)
+    assert lossy.getvalue()[12:16] == b"VP8 " and pixel_size(lossy.getvalue()) == (99, 77)
+
+
+def test_pixel_size_of_jpeg_reads_past_other_segments():
+    out = io.BytesIO()
+    Image.new("RGB", (99, 77)).save(
+        out, "JPEG", progressive=True, exif=b"Exif\0\0" + b"\0" * 5000, icc_profile=b"x" * 300
+    )
+    data = out.getvalue()
+    assert pixel_size(data) == (99, 77)
+    # A stray byte between segments is skipped, as libjpeg does.
+    end_of_app0 = 4 + int.from_bytes(data[4:6], "big")
+    assert pixel_size(data[:end_of_app0] + b"\x00\x00" + data[end_of_app0:]) == (99, 77)
+
+
+@pytest.mark.parametrize("kind", sorted(image_bombs.BUILDERS))
+def test_bombs_are_measured_from_their_header(kind):
+    bomb = image_bombs.BUILDERS[kind]()
+    assert len(bomb) < 25_000
+    assert pixel_size(bomb) == (image_bombs.BOMB_SIDE, image_bombs.BOMB_SIDE)
+    with pytest.raises(ImageTooLarge, match=r"13,300×13,300 pixels \(176\.9 megapixels\).*ONLYSQ_MCP_MAX_INPUT_PIXELS"):
+        measure(bomb, MPX)
+    with pytest.raises(ImageTooLarge):
+        shrink(bomb, max_side=1024, max_bytes=100_000, max_pixels=MPX)
+    assert measure(image_bombs.BUILDERS[kind](300, 200), MPX) == (300, 200)
+
+
+def test_gif_frame_larger_than_its_screen_counts():
+    bomb = image_bombs.gif(9000, 9000, screen=(16, 16))
+    assert pixel_size(bomb) == (9000, 9000)
+    with pytest.raises(ImageTooLarge):
+        measure(bomb, MPX)
+
+
+@pytest.mark.parametrize("kind", sorted(image_bombs.BUILDERS))
+def test_truncated_headers_are_unreadable(kind):
+    bomb = image_bombs.BUILDERS[kind]()
+    for cut in (10, 14, 20, 24):
+        size = pixel_size(bomb[:cut])
+        assert size is None or size == (image_bombs.BOMB_SIDE, image_bombs.BOMB_SIDE)
+    with pytest.raises(ImageDecodeError):
+        measure(bomb[:12], MPX)
+
+
+def test_jpeg_is_decoded_at_a_reduced_scale(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    asked = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImagePlugin.JpegImageFile, "draft", lambda self, mode, size: asked.append(size) or draft(self, mode, size)
+    )
+    loaded = []
+    load = JpegImagePlugin.JpegImageFile.load
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", lambda self: loaded.append(self.size) or load(self))
+    small = shrink(make_image("JPEG", (4000, 1000)), max_side=500, max_bytes=1_000_000, max_pixels=MPX)
+    assert (small.width, small.height) == (500, 125)
+    assert asked == [(500, 125)]
+    assert loaded[0] == (500, 125)  # decoded at 1/8 scale, not at 4000x1000
+
+
 def test_encoded_size_is_the_base64_length():
     for n in range(0, 50):
         assert encoded_size(n) == len(base64.b64encode(b"x" * n))
 
 
 def test_shrink_respects_max_side():
-    small = shrink(make_image("PNG", (3000, 200)), max_side=1024, max_bytes=10_000_000)
+    small = shrink(make_image("PNG", (3000, 200)), max_side=1024, max_bytes=10_000_000, max_pixels=MPX)
     assert (small.width, small.height) == (1024, 68)
     assert pixel_size(small.data) == (1024, 68)
     assert small.mime == "image/jpeg" == sniff_mime(small.data)
@@ -64,20 +155,20 @@ def test_shrink_respects_max_side():
 
 def test_shrink_respects_max_bytes():
     original = make_image("PNG", (512, 512), noise=True)
-    small = shrink(original, max_side=4096, max_bytes=20_000)
+    small = shrink(original, max_side=4096, max_bytes=20_000, max_pixels=MPX)
     assert len(small.data) <= 20_000 < len(original)
     assert max(small.width, small.height) < 512
 
 
 def test_shrink_keeps_transparency_as_png():
-    small = shrink(make_image("PNG", (300, 300), mode="RGBA"), max_side=100, max_bytes=1_000_000)
+    small = shrink(make_image("PNG", (300, 300), mode="RGBA"), max_side=100, max_bytes=1_000_000, max_pixels=MPX)
     assert small.mime == "image/png" == sniff_mime(small.data)
     assert (small.width, small.height) == (100, 100)
 
 
 def test_shrink_refuses_undecodable_bytes():
     with pytest.raises(ImageDecodeError):
-        shrink(make_image("PNG")[:40], max_side=100, max_bytes=1000)
+        shrink(make_image("PNG")[:40], max_side=100, max_bytes=1000, max_pixels=MPX)
 
 
 def test_save_writes_exact_bytes_and_leaves_no_partial_file(tmp_path):
@@ -213,7 +304,7 @@ def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
     store = ImageStore(tmp_path)
     originals = [make_image("PNG", (300, 200), noise=True) for _ in range(count)]
     saved = [(store.save(data, "image/png", "n"), data) for data in originals]
-    blocks, files = deliver(saved, ImageDelivery.PREVIEW, budget)
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, budget, MPX)
     inline = [b for b in blocks if b.type == "image"]
     assert sum(len(b.data) for b in inline) <= budget
     assert all(f.inline in ("preview", "none") for f in files)
@@ -226,8 +317,8 @@ def test_deliver_inlines_originals_that_fit_and_nothing_in_link_mode(tmp_path):
     store = ImageStore(tmp_path)
     data = make_image("WEBP", (64, 48))
     saved = [(store.save(data, "image/webp", "w"), data)]
-    blocks, files = deliver(saved, ImageDelivery.PREVIEW, 10_000)
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, 10_000, MPX)
     assert base64.b64decode(blocks[0].data) == data and blocks[0].mime_type == "image/webp"
     assert (files[0].inline, files[0].width, files[0].height) == ("original", 64, 48)
-    blocks, files = deliver(saved, ImageDelivery.LINK, 10_000)
+    blocks, files = deliver(saved, [], ImageDelivery.LINK, 10_000, MPX)
     assert [b.type for b in blocks] == ["resource_link"] and files[0].inline == "none"
