@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 import httpx2
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -98,7 +99,7 @@ class Runtime:
             httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http,
             anyio.create_task_group() as jobs,
         ):
-            self._services = build_services(settings, http, transport, JobBoard(jobs))
+            self._services = build_services(settings, http, transport, jobs)
             try:
                 yield self._services
             finally:
@@ -200,7 +201,9 @@ async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelR
     return EmptyResult()
 
 
-def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Transport, jobs: JobBoard) -> Services:
+def build_services(
+    settings: Settings, http: httpx2.AsyncClient, transport: Transport, tasks: anyio.abc.TaskGroup
+) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
 
     def upstream(name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
@@ -211,6 +214,8 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
             policy=policy,
             read_timeout=settings.onlysq_timeout,
             auth_hint=auth_hint,
+            max_body_bytes=settings.onlysq_mcp_max_response_bytes,
+            max_image_bytes=settings.onlysq_mcp_max_image_bytes,
             secrets=tuple(settings.secrets()),
         )
 
@@ -218,6 +223,7 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
         upstream(ONLYSQ, settings.onlysq_base_url, "Set ONLYSQ_API_KEY to a valid key (the public key is `openai`)."),
         settings.onlysq_api_key.get_secret_value(),
         stream=settings.onlysq_stream,
+        stream_timeout=settings.onlysq_mcp_stream_timeout,
     )
     yandex = None
     if settings.yandex_configured and settings.yandex_folder_id:
@@ -232,7 +238,13 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
             api_key=settings.yandex_api_key.get_secret_value() if settings.yandex_api_key else None,
             iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
         )
-    catalogue = CatalogueCache(onlysq, settings.onlysq_mcp_models_cache_ttl, include_yandex=yandex is not None)
+    catalogue = CatalogueCache(
+        onlysq,
+        settings.onlysq_mcp_models_cache_ttl,
+        timeout=settings.onlysq_mcp_models_timeout,
+        tasks=tasks,
+        include_yandex=yandex is not None,
+    )
     return Services(
         settings=settings,
         http=http,
@@ -240,7 +252,7 @@ def build_services(settings: Settings, http: httpx2.AsyncClient, transport: Tran
         yandex=yandex,
         catalogue=catalogue,
         store=ImageStore(settings.onlysq_mcp_output_dir),
-        jobs=jobs,
+        jobs=JobBoard(tasks),
         input_policy=InputPolicy(
             max_bytes=settings.onlysq_mcp_max_input_bytes,
             local_files=transport == "stdio",

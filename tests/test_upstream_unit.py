@@ -55,6 +55,8 @@ def test_error_detail_is_redacted_and_short():
         policy=RetryPolicy(0, 0, 1),
         read_timeout=1,
         auth_hint="",
+        max_body_bytes=1_000_000,
+        max_image_bytes=1_000_000,
         secrets=("sq-secret",),
     )
     response = httpx2.Response(401, json={"error": {"message": "key sq-secret is invalid " + "x" * 1000}})
