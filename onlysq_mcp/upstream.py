@@ -104,10 +104,10 @@ HTTPX2_FAILURES: dict[type[Exception], Failure] = {
     ),
     httpx2.TimeoutException: Failure(UpstreamTimeout, "timed out", WAIT),
     httpx2.DecodingError: Failure(
-        UpstreamBadResponse, "sent a body that cannot be decoded (it does not match its Content-Encoding)", TROUBLE
+        UpstreamBadResponse, "sent a body that cannot be decoded: it does not match its Content-Encoding", TROUBLE
     ),
     httpx2.SSEError: Failure(
-        UpstreamBadResponse, "sent a malformed event stream (an event over 1 MB, or not an event stream)", TROUBLE
+        UpstreamBadResponse, "sent a malformed event stream: an event over 1 MB, or not an event stream at all", TROUBLE
     ),
     httpx2.LocalProtocolError: Failure(UpstreamUnavailable, "the HTTP exchange failed on this side", OURS),
     httpx2.ProtocolError: Failure(UpstreamUnavailable, "broke the HTTP protocol", TROUBLE),
