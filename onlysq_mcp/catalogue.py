@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import time
 from importlib import resources
 from typing import Literal
 
 import anyio
+import anyio.abc
 from pydantic import BaseModel, Field
 
 from .errors import UpstreamError
 from .onlysq import ModelInfo, ModelsResponse, OnlySqClient
-from .upstream import OnRetry
+
+logger = logging.getLogger(__name__)
 
 Kind = Literal["chat", "image", "sound"]
 KindFilter = Literal["chat", "image", "vision", "all"]
 
 # The documents state vision for the Gemini family only; the catalogue has no vision flag.
 VISION_PREFIXES = ("gemini",)
+# After a failed fetch, the fallback is served for this long before the next try.
+FAILURE_TTL = 30.0
 
 YANDEX_IMAGE_MODELS: dict[str, str] = {
     "aliceai-image-art-3.0": "Alice AI Image Art 3.0: Yandex's current text-to-image model; returns JPEG.",
@@ -123,36 +128,84 @@ def load_bundled() -> list[ModelEntry]:
     return entries_from(ModelsResponse.model_validate(json.loads(text)))
 
 
-class CatalogueCache:
-    """Serves the catalogue from memory while it is fresh; one fetch at a time refreshes it."""
+class _Fetch:
+    """One fetch of the live catalogue, shared by every caller that arrives while it runs."""
 
-    def __init__(self, client: OnlySqClient, ttl: float, *, include_yandex: bool) -> None:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: Catalogue | None = None
+
+
+class CatalogueCache:
+    """Serves the catalogue from memory while it is fresh; one fetch at a time refreshes it.
+
+    Tool calls check their model against the catalogue, so a slow or failing `/ai/models` must not slow
+    them: the fetch has its own short time limit, every caller waits on the same one, and after a failure
+    the fallback is served at once for `FAILURE_TTL` seconds instead of trying again on every call.
+    """
+
+    def __init__(
+        self, client: OnlySqClient, ttl: float, *, timeout: float, tasks: anyio.abc.TaskGroup, include_yandex: bool
+    ) -> None:
         self._client = client
         self._ttl = ttl
+        self._timeout = timeout
+        # The fetch runs here, not in the caller: a caller that is cancelled must not cancel it for the others.
+        self._tasks = tasks
         self._extra = yandex_entries() if include_yandex else []
         self._live: Catalogue | None = None
         self._fetched_at = 0.0
-        self._lock = anyio.Lock()
+        self._failure: str | None = None
+        self._failed_at = 0.0
+        self._fetch: _Fetch | None = None
 
     def _fresh(self) -> Catalogue | None:
         if self._live is not None and time.monotonic() - self._fetched_at < self._ttl:
             return self._live
         return None
 
-    async def get(self, *, on_retry: OnRetry | None = None) -> Catalogue:
+    async def get(self) -> Catalogue:
         if (fresh := self._fresh()) is not None:
             return fresh
-        async with self._lock:
-            # Another caller may have refreshed it while this one waited for the lock.
-            if (fresh := self._fresh()) is not None:
-                return fresh
+        if self._failure is not None and time.monotonic() - self._failed_at < FAILURE_TTL:
+            return self._fallback(self._failure)
+        fetch = self._fetch
+        if fetch is None:
+            fetch = self._fetch = _Fetch()
+            self._tasks.start_soon(self._refresh, fetch)
+        await fetch.done.wait()
+        assert fetch.result is not None  # set before `done`
+        return fetch.result
+
+    async def _refresh(self, fetch: _Fetch) -> None:
+        try:
+            fetch.result = await self._load()
+        finally:
+            self._fetch = None
+            if fetch.result is None:
+                # Cancelled with the server: let any waiter still there have the fallback.
+                fetch.result = self._fallback("the server is stopping")
+            fetch.done.set()
+
+    async def _load(self) -> Catalogue:
+        reason = f"no answer within {self._timeout:g}s (ONLYSQ_MCP_MODELS_TIMEOUT)"
+        with anyio.move_on_after(self._timeout):
             try:
-                response = await self._client.list_models(on_retry=on_retry)
+                response = await self._client.list_models()
             except UpstreamError as exc:
-                return self._fallback(str(exc))
-            self._live = Catalogue(source="live", models=entries_from(response) + self._extra)
-            self._fetched_at = time.monotonic()
-            return self._live
+                reason = str(exc)
+            except Exception:
+                # A background task: whatever goes wrong must end as a fallback, never in the server's task group.
+                logger.exception("fetching the model catalogue failed unexpectedly")
+                reason = "an unexpected error on this server (see its log)"
+            else:
+                self._live = Catalogue(source="live", models=entries_from(response) + self._extra)
+                self._fetched_at = time.monotonic()
+                self._failure = None
+                return self._live
+        self._failure, self._failed_at = reason, time.monotonic()
+        logger.warning("model catalogue: %s; using the fallback for %gs", reason, FAILURE_TTL)
+        return self._fallback(reason)
 
     def _fallback(self, reason: str) -> Catalogue:
         if self._live is not None:

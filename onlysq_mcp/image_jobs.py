@@ -7,6 +7,7 @@ out; the images still land in the output folder, and the job's resource lists th
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -19,7 +20,10 @@ from pydantic import BaseModel, Field
 
 from .images import SavedImage
 
+logger = logging.getLogger(__name__)
+
 JOB_PREFIX = "onlysq://jobs/"
+UNEXPECTED = "an unexpected error on this server (the traceback is in its log); try again"
 Producer = Callable[["ImageJob"], Coroutine[Any, Any, None]]
 KEEP_JOBS = 200
 
@@ -102,13 +106,23 @@ class ImageJob:
         )
 
     async def run(self, produce: Producer) -> None:
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            async with anyio.create_task_group() as group:
-                for _ in range(self.total):
-                    group.start_soon(produce, self)
-        self._ended = time.monotonic()
-        self.finished.set()
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                async with anyio.create_task_group() as group:
+                    for _ in range(self.total):
+                        group.start_soon(self._produce_one, produce)
+        finally:
+            self._ended = time.monotonic()
+            self.finished.set()
+
+    async def _produce_one(self, produce: Producer) -> None:
+        # The job runs in the server's own task group: an exception escaping it would end the server.
+        try:
+            await produce(self)
+        except Exception:
+            logger.exception("image job %s: an image failed unexpectedly", self.id)
+            self.failures.append(UNEXPECTED)
 
 
 class JobBoard:

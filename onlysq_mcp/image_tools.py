@@ -37,7 +37,7 @@ from .onlysq import UPSTREAM as ONLYSQ
 from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tools import StreamProgress, check_model, client_log, tool
+from .tools import StreamProgress, check_model, client_log, tool, upstream_errors
 from .upstream import OnRetry
 from .yandex import UPSTREAM as YANDEX
 
@@ -171,7 +171,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                 return yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=while_attached(job, ctx))
         else:
             provider = "onlysq"
-            await check_model(runtime, model_id, "image", ctx)
+            await check_model(runtime, model_id, "image")
 
             def generate(job: ImageJob) -> Awaitable[bytes]:
                 return services.onlysq.generate_image(
@@ -318,7 +318,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
             raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
         except ImageDecodeError:
             raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
-        await check_model(runtime, model_id, "vision", ctx)
+        await check_model(runtime, model_id, "vision")
 
         data, mime, downscaled = loaded.data, loaded.mime, False
         too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes
@@ -341,12 +341,10 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         message = Message(role="user", content=[TextPart(text=question), ImagePart(image_url=ImageURL(url=data_uri))])
         progress = StreamProgress(ctx)
-        try:
+        with upstream_errors("describe_image"):
             result = await services.onlysq.chat(
                 model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx)
             )
-        except UpstreamError as exc:
-            raise ToolError(str(exc)) from None
         output = DescribeImageOutput(
             answer=result.reply,
             model=result.model,

@@ -13,8 +13,8 @@ import anyio
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import GenerationFailed, UpstreamBadResponse
-from .upstream import OnRetry, Upstream, find_error_message
+from .errors import GenerationFailed, UpstreamBadResponse, UpstreamTimeout
+from .upstream import HTTPX2_ERRORS, Body, OnRetry, Upstream, find_error_message
 
 UPSTREAM = "OnlySq"
 
@@ -128,10 +128,11 @@ class ChatResult(BaseModel):
 
 
 class OnlySqClient:
-    def __init__(self, upstream: Upstream, api_key: str, *, stream: bool = True) -> None:
+    def __init__(self, upstream: Upstream, api_key: str, *, stream: bool = True, stream_timeout: float) -> None:
         self._upstream = upstream
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._stream = stream
+        self._stream_timeout = stream_timeout
 
     async def chat(
         self,
@@ -153,26 +154,18 @@ class OnlySqClient:
             request["temperature"] = temperature
         if max_tokens is not None:
             request["max_tokens"] = max_tokens
-        response = await self._upstream.request(
-            "POST",
-            "/ai/v2",
-            headers=self._headers,
-            json_body={"model": model, "request": request},
-            stream=self._stream,
-            on_retry=on_retry,
+        response = await self._upstream.open(
+            "POST", "/ai/v2", headers=self._headers, json_body={"model": model, "request": request}, on_retry=on_retry
         )
-        if not self._stream:
-            return self._completion(model, response)
         try:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 # Some deployments answer a streamed request with one JSON body: take it as is.
-                await response.aread()
-                return self._completion(model, response)
+                return self._completion(model, await self._upstream.read(response))
             return await self._read_stream(model, response, on_delta)
         finally:
-            await response.aclose()
+            await self._upstream.close(response)
 
-    def _completion(self, model: str, response: httpx2.Response) -> ChatResult:
+    def _completion(self, model: str, response: Body) -> ChatResult:
         completion = self._upstream.parse(response, ChatCompletion, "choices[0].message")
         choice = completion.choices[0]
         finish_reason = choice.finish_reason or "stop"
@@ -189,35 +182,51 @@ class OnlySqClient:
         usage: Usage | None = None
         served_model = model
         done = False
+        # The stream's total, counted in characters of event data (each event is bounded by httpx2's
+        # EventSource at 1 MB); the limit is the one for whole bodies.
+        received = 0
+        limit = self._upstream.max_body_bytes
         events = httpx2.EventSource(response).__aiter__()
         try:
-            async for event in events:
-                data = event.data.strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                if not data:
-                    continue
-                chunk = self._parse_chunk(data, sum(map(len, pieces)))
-                served_model = chunk.model or served_model
-                usage = chunk.usage or usage
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        pieces.append(choice.delta.content)
-                        if on_delta is not None:
-                            await on_delta(choice.delta.content)
-                    finish_reason = choice.finish_reason or finish_reason
+            # ONLYSQ_TIMEOUT bounds each wait for a chunk; this bounds the whole answer, which an upstream
+            # trickling one chunk at a time could otherwise stretch without end.
+            with anyio.move_on_after(self._stream_timeout) as bound:
+                async for event in events:
+                    received += len(event.data)
+                    if received > limit:
+                        raise self._upstream.too_large(limit)
+                    data = event.data.strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    if not data:
+                        continue
+                    chunk = self._parse_chunk(data, sum(map(len, pieces)))
+                    served_model = chunk.model or served_model
+                    usage = chunk.usage or usage
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            pieces.append(choice.delta.content)
+                            if on_delta is not None:
+                                await on_delta(choice.delta.content)
+                        finish_reason = choice.finish_reason or finish_reason
+            if bound.cancelled_caught:
+                raise UpstreamTimeout(
+                    UPSTREAM,
+                    f"the streamed answer took longer than {self._stream_timeout:g}s (ONLYSQ_MCP_STREAM_TIMEOUT) "
+                    f"and was abandoned after {sum(map(len, pieces))} characters. Ask for a shorter answer "
+                    "(e.g. a lower max_tokens), or raise the limit.",
+                )
             if done:
                 # The end of the body follows [DONE]: read it, or the connection is closed rather than
                 # reused, and the next call pays a new TCP and TLS handshake.
                 with anyio.move_on_after(1.0):
                     async for _ in events:
                         pass
-        except httpx2.TimeoutException as exc:
-            if not done:
-                raise self._upstream.timeout_error(exc) from None
-        except httpx2.TransportError:
-            pass
+        except HTTPX2_ERRORS as exc:
+            # After [DONE] or a finish reason the answer is complete, whatever happens to the rest of the body.
+            if not done and finish_reason is None:
+                raise self._upstream.error_for(exc) from None
         if finish_reason == "error":
             raise GenerationFailed(UPSTREAM, generation_failed(model))
         if not done and finish_reason is None:
@@ -244,8 +253,9 @@ class OnlySqClient:
             raise GenerationFailed(UPSTREAM, f"the model failed mid-answer ({detail}) after {received} characters")
         return self._upstream.validate(body, ChatChunk, "choices")
 
-    async def list_models(self, *, on_retry: OnRetry | None = None) -> ModelsResponse:
-        response = await self._upstream.request("GET", "/ai/models", on_retry=on_retry)
+    async def list_models(self) -> ModelsResponse:
+        # No retries: the catalogue has fallbacks, and tool calls wait for it.
+        response = await self._upstream.request("GET", "/ai/models", retry=False)
         return self._upstream.parse(response, ModelsResponse, "models")
 
     async def generate_image(

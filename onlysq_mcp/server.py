@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 import httpx2
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
@@ -121,7 +122,7 @@ class Runtime:
             download_client(settings, headers) as downloads,
             anyio.create_task_group() as jobs,
         ):
-            self._services = build_services(settings, http, downloads, transport, JobBoard(jobs))
+            self._services = build_services(settings, http, downloads, transport, jobs)
             try:
                 yield self._services
             finally:
@@ -293,7 +294,11 @@ async def set_client_log_level(ctx: ServerRequestContext[Any], params: SetLevelR
 
 
 def build_services(
-    settings: Settings, http: httpx2.AsyncClient, downloads: httpx2.AsyncClient, transport: Transport, jobs: JobBoard
+    settings: Settings,
+    http: httpx2.AsyncClient,
+    downloads: httpx2.AsyncClient,
+    transport: Transport,
+    tasks: anyio.abc.TaskGroup,
 ) -> Services:
     policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
     redact = Redactor(settings.secrets())
@@ -306,6 +311,8 @@ def build_services(
             policy=policy,
             read_timeout=settings.onlysq_timeout,
             auth_hint=auth_hint,
+            max_body_bytes=settings.onlysq_mcp_max_response_bytes,
+            max_image_bytes=settings.onlysq_mcp_max_image_bytes,
             redact=redact,
         )
 
@@ -313,6 +320,7 @@ def build_services(
         upstream(ONLYSQ, settings.onlysq_base_url, "Set ONLYSQ_API_KEY to a valid key (the public key is `openai`)."),
         settings.onlysq_api_key.get_secret_value(),
         stream=settings.onlysq_stream,
+        stream_timeout=settings.onlysq_mcp_stream_timeout,
     )
     yandex = None
     if settings.yandex_configured and settings.yandex_folder_id:
@@ -327,7 +335,13 @@ def build_services(
             api_key=settings.yandex_api_key.get_secret_value() if settings.yandex_api_key else None,
             iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
         )
-    catalogue = CatalogueCache(onlysq, settings.onlysq_mcp_models_cache_ttl, include_yandex=yandex is not None)
+    catalogue = CatalogueCache(
+        onlysq,
+        settings.onlysq_mcp_models_cache_ttl,
+        timeout=settings.onlysq_mcp_models_timeout,
+        tasks=tasks,
+        include_yandex=yandex is not None,
+    )
     return Services(
         settings=settings,
         http=http,
@@ -338,7 +352,7 @@ def build_services(
         store=ImageStore(settings.onlysq_mcp_output_dir, settings.onlysq_mcp_max_image_bytes),
         # Over stdio one host launched this process: the whole run is its session.
         session_images=SessionImages(one_client=transport == "stdio"),
-        jobs=jobs,
+        jobs=JobBoard(tasks),
         input_policy=InputPolicy(
             max_bytes=settings.onlysq_mcp_max_input_bytes,
             local_files=transport == "stdio",

@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     onlysq_mcp_models_cache_ttl: Annotated[float, Field(ge=0)] = Field(
         600.0, description="Seconds the live model catalogue is reused before it is fetched again."
     )
+    onlysq_mcp_models_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
+        5.0,
+        description="Seconds a fetch of the model catalogue may take (tool calls wait for it); after a failure "
+        "the last good or bundled list is used for 30 s.",
+    )
+    onlysq_mcp_stream_timeout: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Seconds a streamed chat answer may take in all (ONLYSQ_TIMEOUT bounds each chunk)."
+    )
+    onlysq_mcp_max_response_bytes: Annotated[int, Field(ge=1024)] = Field(
+        32_000_000,
+        description="Largest upstream answer read: a JSON body (a base64 image takes 4/3 of its size) or the "
+        "events of a streamed reply together; a larger one is cut off with an error.",
+    )
 
     # --- Images ---
     onlysq_mcp_output_dir: Path = Field(
@@ -114,7 +127,8 @@ class Settings(BaseSettings):
     )
     onlysq_mcp_max_image_bytes: Annotated[int, Field(ge=1024)] = Field(
         MAX_IMAGE_BYTES,
-        description="Largest file served at an `onlysq://images/...` URI; larger ones are refused without being read.",
+        description="Largest image accepted from an upstream, and largest file served at an `onlysq://images/...` "
+        "URI (larger ones are refused without being read).",
     )
     onlysq_mcp_resources_page_size: Annotated[int, Field(ge=1, le=1000)] = Field(
         50, description="Generated images per page of `resources/list` (a client pages on with the returned cursor)."

@@ -7,9 +7,11 @@ when to use it, and the limits of every parameter.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from .server import Runtime, Services
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
@@ -130,7 +133,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         if not prompt.strip():
             raise ToolError("`prompt` is empty: pass the message the model should answer.")
         model_id = (model or services.settings.onlysq_chat_model).strip()
-        await check_model(runtime, model_id, "chat", ctx)
+        await check_model(runtime, model_id, "chat")
         conversation: list[Message] = []
         if system and system.strip():
             conversation.append(Message(role="system", content=system))
@@ -138,7 +141,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         conversation.append(Message(role="user", content=prompt))
 
         progress = StreamProgress(ctx)
-        try:
+        with upstream_errors("chat"):
             result = await services.onlysq.chat(
                 model_id,
                 conversation,
@@ -147,8 +150,6 @@ def register(server: MCPServer, runtime: Runtime) -> None:
                 on_delta=progress.on_delta,
                 on_retry=client_log(ctx),
             )
-        except UpstreamError as exc:
-            raise ToolError(str(exc)) from None
         output = ChatOutput(
             model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=token_counts(result.usage)
         )
@@ -193,7 +194,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         live and cached; if the service cannot be reached, the last good copy or a bundled list is
         returned and `source` says which.
         """
-        catalogue = await runtime.services.catalogue.get(on_retry=client_log(ctx))
+        catalogue = await runtime.services.catalogue.get()
         chosen = catalogue.select(kind, search)
         result = ModelList(source=catalogue.source, note=catalogue.note, total=len(chosen), models=chosen)
         return CallToolResult(
@@ -202,7 +203,7 @@ def register(server: MCPServer, runtime: Runtime) -> None:
         )
 
 
-async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Context) -> ModelEntry | None:
+async def check_model(runtime: Runtime, model_id: str, kind: KindFilter) -> ModelEntry | None:
     """Refuse a model the live catalogue does not list for this kind, before any upstream call.
 
     When only a cached or bundled catalogue is at hand the upstream gets the last word, since the
@@ -210,7 +211,7 @@ async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Co
     """
     if not model_id:
         raise ToolError("`model` is empty: pass a model id from `list_models`, or leave it out for the default.")
-    catalogue: Catalogue = await runtime.services.catalogue.get(on_retry=client_log(ctx))
+    catalogue: Catalogue = await runtime.services.catalogue.get()
     entry = catalogue.find(model_id)
     if entry is not None and is_kind(entry, kind):
         return entry
@@ -228,6 +229,27 @@ async def check_model(runtime: Runtime, model_id: str, kind: KindFilter, ctx: Co
         else f"Call `list_models` with kind `{kind}` to see the choices."
     )
     raise ToolError(f"{problem} {hint}")
+
+
+@contextmanager
+def upstream_errors(tool: str) -> Iterator[None]:
+    """Turns what an upstream call raises into a tool error the caller can act on.
+
+    Anything other than an `UpstreamError` is a fault of this server: its traceback goes to the log on
+    stderr, and the caller gets a message instead of the SDK's bare "Error executing tool".
+    """
+    try:
+        yield
+    except UpstreamError as exc:
+        raise ToolError(str(exc)) from None
+    except ToolError:
+        raise
+    except Exception as exc:
+        logger.exception("%s failed unexpectedly", tool)
+        raise ToolError(
+            f"{tool} failed because of an unexpected error on this server ({type(exc).__name__}); the traceback "
+            "is in the server's log. Try again; if it keeps failing, report it."
+        ) from None
 
 
 def token_counts(usage: Usage | None) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import json
 import logging
@@ -38,6 +39,11 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_SINGLE_WAIT = 30.0
 # Most characters of an upstream's own words quoted in an error.
 DETAIL_CHARS = 300
+# `Retry-After: 0` (or a tiny value) must not turn retries into a burst against a service that is already
+# refusing us: no retry after a Retry-After starts sooner than this, nor sooner than our own backoff.
+MIN_RETRY_AFTER_WAIT = 0.1
+# Only the first few hundred characters of an error body are shown; reading more is wasted memory.
+ERROR_BODY_BYTES = 64_000
 
 OnRetry = Callable[[str], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
@@ -50,10 +56,106 @@ class RetryPolicy:
     deadline: float
 
     def wait_before(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
         base = self.backoff * (2 ** (attempt - 1))
-        return base + random.uniform(0, base / 2)
+        backoff = base + random.uniform(0, base / 2)
+        if retry_after is not None:
+            return max(retry_after, backoff, MIN_RETRY_AFTER_WAIT)
+        return backoff
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What one httpx2 exception means for a call: the error to raise, what happened, what to do."""
+
+    kind: type[UpstreamError]
+    what: str
+    advice: str
+    # Failures before the upstream saw the request, or of a kept-alive connection it had closed: worth a retry.
+    retry: bool = False
+
+
+NETWORK = "Check the network and the service address, or try again in a minute."
+TROUBLE = "The service may be having trouble; try again in a minute."
+OURS = "This is a fault of this server or its settings (ONLYSQ_BASE_URL, YANDEX_BASE_URL); report it if it persists."
+WAIT = "Try again, or raise the timeout."
+
+# Every public exception class of httpx2 (httpx2/_exceptions.py, httpx2/_sse.py), each with its own entry:
+# a class added by an httpx2 release fails `test_every_httpx2_exception_is_mapped` until it has one, like
+# httpx's own `test_httpcore_all_exceptions_mapped`. Lookups walk the class's MRO, so at run time a new
+# class still gets the entry of its nearest ancestor.
+HTTPX2_FAILURES: dict[type[Exception], Failure] = {
+    httpx2.ConnectError: Failure(UpstreamUnavailable, "could not reach {base_url}", NETWORK, retry=True),
+    httpx2.ConnectTimeout: Failure(UpstreamUnavailable, "could not reach {base_url} in time", NETWORK, retry=True),
+    httpx2.ReadError: Failure(
+        UpstreamUnavailable, "the connection broke while reading the answer", TROUBLE, retry=True
+    ),
+    httpx2.WriteError: Failure(
+        UpstreamUnavailable, "the connection broke while sending the request", TROUBLE, retry=True
+    ),
+    httpx2.CloseError: Failure(UpstreamUnavailable, "the connection failed while closing", TROUBLE, retry=True),
+    httpx2.NetworkError: Failure(UpstreamUnavailable, "the network connection failed", NETWORK, retry=True),
+    httpx2.RemoteProtocolError: Failure(
+        UpstreamUnavailable, "closed the connection or broke the HTTP protocol", TROUBLE, retry=True
+    ),
+    httpx2.ReadTimeout: Failure(UpstreamTimeout, "timed out: no data for {timeout:g}s (ONLYSQ_TIMEOUT)", WAIT),
+    httpx2.WriteTimeout: Failure(UpstreamTimeout, "timed out: sending the request took over {timeout:g}s", WAIT),
+    httpx2.PoolTimeout: Failure(
+        UpstreamTimeout,
+        "timed out: waiting for a free connection",
+        "Too many calls at once: try again, or raise ONLYSQ_MCP_MAX_CONCURRENCY.",
+    ),
+    httpx2.TimeoutException: Failure(UpstreamTimeout, "timed out", WAIT),
+    httpx2.DecodingError: Failure(
+        UpstreamBadResponse, "sent a body that cannot be decoded: it does not match its Content-Encoding", TROUBLE
+    ),
+    httpx2.SSEError: Failure(
+        UpstreamBadResponse, "sent a malformed event stream: an event over 1 MB, or not an event stream at all", TROUBLE
+    ),
+    httpx2.LocalProtocolError: Failure(UpstreamUnavailable, "the HTTP exchange failed on this side", OURS),
+    httpx2.ProtocolError: Failure(UpstreamUnavailable, "broke the HTTP protocol", TROUBLE),
+    httpx2.ProxyError: Failure(UpstreamUnavailable, "could not be reached through the proxy", NETWORK),
+    httpx2.UnsupportedProtocol: Failure(
+        UpstreamUnavailable,
+        "has an address that is not http:// or https://",
+        "Check ONLYSQ_BASE_URL / YANDEX_BASE_URL.",
+    ),
+    httpx2.TransportError: Failure(UpstreamUnavailable, "the connection failed", NETWORK),
+    httpx2.TooManyRedirects: Failure(UpstreamBadResponse, "redirected too many times", TROUBLE),
+    httpx2.RequestError: Failure(UpstreamUnavailable, "the request failed", TROUBLE),
+    httpx2.HTTPStatusError: Failure(UpstreamBadResponse, "answered with an error status", TROUBLE),
+    httpx2.HTTPError: Failure(UpstreamUnavailable, "the HTTP call failed", TROUBLE),
+    httpx2.InvalidURL: Failure(
+        UpstreamUnavailable, "has an invalid address", "Check ONLYSQ_BASE_URL / YANDEX_BASE_URL."
+    ),
+    httpx2.CookieConflict: Failure(UpstreamBadResponse, "sent conflicting cookies", TROUBLE),
+    httpx2.StreamConsumed: Failure(UpstreamBadResponse, "answered, but the answer was already read", OURS),
+    httpx2.StreamClosed: Failure(UpstreamBadResponse, "answered, but the answer was closed before it was read", OURS),
+    httpx2.ResponseNotRead: Failure(UpstreamBadResponse, "answered, but the answer was not read", OURS),
+    httpx2.RequestNotRead: Failure(UpstreamUnavailable, "was not sent: the request body was not read", OURS),
+    httpx2.StreamError: Failure(UpstreamBadResponse, "answered, but the answer could not be read", OURS),
+}
+# The roots of every httpx2 exception, for `except` clauses that hand them to `Upstream.error_for`.
+HTTPX2_ERRORS = (httpx2.HTTPError, httpx2.InvalidURL, httpx2.CookieConflict, httpx2.StreamError)
+
+
+def failure_of(exc: Exception) -> Failure:
+    for cls in type(exc).__mro__:
+        if cls in HTTPX2_FAILURES:
+            return HTTPX2_FAILURES[cls]
+    return Failure(UpstreamError, "failed unexpectedly", TROUBLE)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A complete answer, read within its size cap."""
+
+    status_code: int
+    headers: httpx2.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -66,6 +168,8 @@ class Upstream:
     policy: RetryPolicy
     read_timeout: float
     auth_hint: str
+    max_body_bytes: int
+    max_image_bytes: int
     redact: Redactor = NO_SECRETS
 
     async def request(
@@ -75,14 +179,26 @@ class Upstream:
         *,
         headers: dict[str, str] | None = None,
         json_body: Any = None,
-        stream: bool = False,
         on_retry: OnRetry | None = None,
-    ) -> httpx2.Response:
-        """Send with retries; return a 2xx response or raise an `UpstreamError`.
+        retry: bool = True,
+    ) -> Body:
+        """Send with retries; return a 2xx answer read within ONLYSQ_MCP_MAX_RESPONSE_BYTES, or raise an `UpstreamError`."""
+        response = await self.open(method, path, headers=headers, json_body=json_body, on_retry=on_retry, retry=retry)
+        return await self.read(response)
 
-        With `stream=True` the body is left unread and the caller must `aclose()` the response.
-        """
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+        on_retry: OnRetry | None = None,
+        retry: bool = True,
+    ) -> httpx2.Response:
+        """Send with retries; return a 2xx response with its body unread, which the caller must `close()`."""
         url = self.base_url.rstrip("/") + path
+        retries = self.policy.retries if retry else 0
         started = time.monotonic()
         attempt = 0
         while True:
@@ -90,54 +206,79 @@ class Upstream:
             request = self.client.build_request(method, url, headers=headers, json=json_body)
             try:
                 response = await self.client.send(request, stream=True)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.RemoteProtocolError, httpx2.ReadError) as exc:
-                failure: UpstreamError = UpstreamUnavailable(
-                    self.name, f"could not reach {display_url(self.base_url)} ({type(exc).__name__})"
-                )
+            except HTTPX2_ERRORS as exc:
+                if not failure_of(exc).retry:
+                    raise self.error_for(exc) from None
+                failure = self.error_for(exc, advice=False)
                 retry_after = None
-            except httpx2.TimeoutException as exc:
-                raise self.timeout_error(exc) from None
             else:
                 if response.is_success:
-                    if not stream:
-                        await self._read_body(response)
                     return response
-                await self._read_body(response)
-                if response.status_code not in RETRY_STATUSES:
-                    raise self.status_error(response, attempt, started)
-                failure = self.status_error(response, attempt, started)
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                body = await self.read(response, ERROR_BODY_BYTES, truncate=True)
+                failure = self.status_error(body)
+                if body.status_code not in RETRY_STATUSES:
+                    raise failure
+                retry_after = parse_retry_after(body.headers.get("retry-after"))
 
             elapsed = time.monotonic() - started
             wait = self.policy.wait_before(attempt, retry_after)
-            if attempt > self.policy.retries or wait > MAX_SINGLE_WAIT or elapsed + wait > self.policy.deadline:
-                raise self.final_error(failure, attempt, elapsed, wait if retry_after is not None else None)
-            note = f"{failure}; retry {attempt} of {self.policy.retries} in {wait:.1f}s"
+            if attempt > retries or wait > MAX_SINGLE_WAIT or elapsed + wait > self.policy.deadline:
+                raise self.final_error(failure, attempt, elapsed, retry_after)
+            note = f"{failure}; retry {attempt} of {retries} in {wait:.1f}s"
             logger.warning("%s", note)
             if on_retry is not None:
                 await on_retry(note)
             await anyio.sleep(wait)
 
-    async def _read_body(self, response: httpx2.Response) -> None:
+    async def read(self, response: httpx2.Response, limit: int | None = None, *, truncate: bool = False) -> Body:
+        """The decoded body, read piece by piece up to `limit` bytes (ONLYSQ_MCP_MAX_RESPONSE_BYTES by default).
+
+        Past the limit the read stops and the response is closed, which drops the connection instead of
+        draining the rest; then the body is cut at the limit (`truncate`) or the call fails.
+        """
+        limit = limit or self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
         try:
-            await response.aread()
-        except httpx2.TimeoutException as exc:
-            await response.aclose()
-            raise self.timeout_error(exc) from None
-        except httpx2.TransportError as exc:
-            await response.aclose()
-            raise UpstreamBadResponse(self.name, f"the connection broke while reading the answer ({exc})") from None
+            # The declared length is of the encoded body, which is never much larger than the decoded one.
+            declared = response.headers.get("content-length", "")
+            if not truncate and declared.isdigit() and int(declared) > limit:
+                raise self.too_large(limit)
+            async with contextlib.aclosing(response.aiter_bytes()) as parts:
+                async for part in parts:
+                    if size + len(part) > limit:
+                        if not truncate:
+                            raise self.too_large(limit)
+                        chunks.append(part[: limit - size])
+                        break
+                    size += len(part)
+                    chunks.append(part)
+        except HTTPX2_ERRORS as exc:
+            raise self.error_for(exc) from None
+        finally:
+            await self.close(response)
+        return Body(response.status_code, response.headers, b"".join(chunks))
 
-    def timeout_error(self, exc: httpx2.TimeoutException) -> UpstreamTimeout:
-        if isinstance(exc, httpx2.ConnectTimeout):
-            what = "connecting"
-        elif isinstance(exc, httpx2.PoolTimeout):
-            what = "waiting for a free connection"
-        else:
-            what = f"no data for {self.read_timeout:g}s (ONLYSQ_TIMEOUT)"
-        return UpstreamTimeout(self.name, f"timed out: {what}. Try again, or raise the timeout.")
+    async def close(self, response: httpx2.Response) -> None:
+        """Release the connection; a half-read one is dropped. A failure to close changes nothing for the call."""
+        with contextlib.suppress(*HTTPX2_ERRORS):
+            await response.aclose()
 
-    def status_error(self, response: httpx2.Response, attempt: int, started: float) -> UpstreamError:
+    def error_for(self, exc: Exception, *, advice: bool = True) -> UpstreamError:
+        """Any httpx2 exception as an `UpstreamError` saying what happened and, with `advice`, what to do."""
+        failure = failure_of(exc)
+        what = failure.what.format(base_url=display_url(self.base_url), timeout=self.read_timeout)
+        message = f"{what} ({type(exc).__name__})"
+        return failure.kind(self.name, f"{message}. {failure.advice}" if advice else message)
+
+    def too_large(self, limit: int) -> UpstreamBadResponse:
+        return UpstreamBadResponse(
+            self.name,
+            f"sent an answer larger than {limit:,} bytes (ONLYSQ_MCP_MAX_RESPONSE_BYTES), so it was cut off "
+            "unread. Ask for less (e.g. a lower max_tokens), or raise the limit.",
+        )
+
+    def status_error(self, response: Body) -> UpstreamError:
         status = response.status_code
         detail = self.error_detail(response)
         if status in (401, 403):
@@ -162,9 +303,11 @@ class Upstream:
             else "try again in a minute, or pick another model"
         )
         message = f"{str(failure).removeprefix(self.name + ': ')}; gave up after {tries} in {elapsed:.1f}s: {advice}."
+        if isinstance(failure, UpstreamRateLimited):
+            return UpstreamRateLimited(self.name, message, failure.retry_after)
         return type(failure)(self.name, message)
 
-    def error_detail(self, response: httpx2.Response) -> str:
+    def error_detail(self, response: Body) -> str:
         """The upstream's own words about the failure, shortened and scrubbed of secrets."""
         text = response.text
         detail = ""
@@ -181,7 +324,7 @@ class Upstream:
         """Text from the upstream as it may be quoted: secrets masked before the cut, so none is left in part."""
         return " ".join(self.redact(text).split())[:DETAIL_CHARS]
 
-    def parse(self, response: httpx2.Response, model: type[M], field: str) -> M:
+    def parse(self, response: Body, model: type[M], field: str) -> M:
         """The body as the wire model; `field` names what a body that does not fit is missing."""
         return self.validate(self.parse_json(response), model, field)
 
@@ -195,12 +338,19 @@ class Upstream:
             ) from None
 
     def decode_base64(self, data: str) -> bytes:
+        # Checked before decoding: base64 is 4 characters for every 3 bytes.
+        if len(data) // 4 * 3 > self.max_image_bytes:
+            raise UpstreamBadResponse(
+                self.name,
+                f"sent an image larger than {self.max_image_bytes:,} bytes (ONLYSQ_MCP_MAX_IMAGE_BYTES); it was "
+                "not used. Try a smaller aspect ratio or another model, or raise the limit.",
+            )
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
             raise UpstreamBadResponse(self.name, "returned image data that is not valid base64") from None
 
-    def parse_json(self, response: httpx2.Response) -> Any:
+    def parse_json(self, response: Body) -> Any:
         try:
             return json.loads(response.content)
         except ValueError:

@@ -84,6 +84,8 @@ FAULT_KINDS: Final = frozenset(
         "stall",
         "delay",
         "drop",
+        "bad_gzip",
+        "huge",
     }
 )
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
@@ -99,6 +101,8 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
 }
 
 MALFORMED_BODY: Final = b'{"choices": ['
+NOT_GZIP_BODY: Final = b"this body claims to be gzip but is not"
+HUGE_PIECE: Final = 64 * 1024
 BAD_BASE64: Final = "not*base64!!"
 NOT_IMAGE_BYTES: Final = b"hello world"
 # Gemini bills a fixed number of tokens per image; the fake mimics that so usage grows with images.
@@ -249,6 +253,7 @@ class Fault:
     message: str | None = None
     delay: float = 0.0
     after_chunks: int = 1
+    size: int = 0
 
 
 class _HTTPError(Exception):
@@ -465,6 +470,7 @@ class FakeUpstream:
         message: str | None = None,
         delay: float = 0.0,
         after_chunks: int = 1,
+        size: int = 300_000_000,
     ) -> None:
         """Make the next `times` requests to `path` misbehave; faults are consumed FIFO per path.
 
@@ -478,6 +484,11 @@ class FakeUpstream:
         - "malformed": 200, content-type application/json, body `{"choices": [`.
         - "delay": sleep `delay` seconds, then answer normally.
         - "drop": abort the TCP connection without a byte of response.
+        - "bad_gzip": 200 with `content-encoding: gzip` and a body that is not gzip (an event stream for a
+          streamed chat request, JSON otherwise).
+        - "huge": 200 with a body of `size` bytes (default 300 MB) generated as it is sent, never held in
+          memory: for a streamed chat request, content events; otherwise JSON whose one string never ends.
+          Stops when the client goes away.
         ---
         - "missing_field": 200 JSON without `choices` (/ai/v2; for a stream every chunk lacks it),
           `files` (/ai/imagen), `data` (Yandex) or `models` (/ai/models); with `message`, the body also
@@ -501,7 +512,7 @@ class FakeUpstream:
             raise ValueError(f"fault {kind!r} does not apply to {path!r} (only {sorted(allowed)})")
         if times < 1:
             raise ValueError("times must be >= 1")
-        fault = Fault(kind, status, retry_after, message, delay, after_chunks)
+        fault = Fault(kind, status, retry_after, message, delay, after_chunks, size)
         with self._lock:
             self._faults.setdefault(path, deque()).extend([fault] * times)
 
@@ -598,6 +609,12 @@ class FakeUpstream:
                 return
             elif fault.kind == "malformed":
                 await ex.send_raw(200, MALFORMED_BODY, "application/json")
+                return
+            elif fault.kind == "bad_gzip":
+                await ex.send_raw(200, NOT_GZIP_BODY, ex.content_type(), [("content-encoding", "gzip")])
+                return
+            elif fault.kind == "huge":
+                await ex.send_huge(fault.size)
                 return
         method, path = ex.record.method, ex.record.path
         routes: dict[str, tuple[str, Callable[[_Exchange], Awaitable[None]]]] = {
@@ -922,6 +939,30 @@ class _Exchange:
 
     def fault_message(self, default: str) -> str:
         return (self.fault.message if self.fault is not None else None) or default
+
+    def wants_stream(self) -> bool:
+        request = self.record.json.get("request") if isinstance(self.record.json, dict) else None
+        return self.record.path == CHAT_PATH and isinstance(request, dict) and request.get("stream") is True
+
+    def content_type(self) -> str:
+        return "text/event-stream" if self.wants_stream() else "application/json"
+
+    async def send_huge(self, size: int) -> None:
+        """`size` bytes made up piece by piece, so a 300 MB answer costs the fake 64 KB of memory."""
+        if self.wants_stream():
+            event = b'data: {"choices": [{"delta": {"content": "' + b"x" * 200 + b'"}}]}\n\n'
+            head, piece = b"", event * (HUGE_PIECE // len(event))
+        else:
+            head, piece = b'{"model": "fake", "files": ["', b"A" * HUGE_PIECE
+        await self.start(200, self.content_type())
+        await self.send_body(head)
+        sent = len(head)
+        while sent < size:
+            await self.send_body(piece)
+            sent += len(piece)
+            # uvicorn's send returns at once once the client is gone: yield, so the disconnect watcher can stop this.
+            await asyncio.sleep(0)
+        await self.end()
 
     def json_object(self) -> dict[str, Any]:
         if not isinstance(self.record.json, dict):

@@ -405,10 +405,37 @@ def test_drop(fake: FakeUpstream, client: httpx2.Client) -> None:
     assert len(fake.requests_to("/ai/v2")) == 2
 
 
+def test_bad_gzip(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/imagen", "bad_gzip")
+    with pytest.raises(httpx2.DecodingError):
+        client.post("/ai/imagen", json={"model": "flux", "prompt": "x"}, headers=AUTH)
+    fake.add_fault("/ai/v2", "bad_gzip")
+    with client.stream("POST", "/ai/v2", json=chat_body("Hi", stream=True), headers=AUTH) as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["content-encoding"] == "gzip"
+        with pytest.raises(httpx2.DecodingError):
+            response.read()
+
+
+def test_huge_is_generated_and_stops_when_the_client_leaves(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/imagen", "huge", size=1_000_000)
+    response = client.post("/ai/imagen", json={"model": "flux", "prompt": "x"}, headers=AUTH)
+    assert len(response.content) >= 1_000_000
+    assert response.content.startswith(b'{"model": "fake", "files": ["AAAA')
+    fake.add_fault("/ai/v2", "huge")  # 300 MB, abandoned after the first piece
+    with client.stream("POST", "/ai/v2", json=chat_body("Hi", stream=True), headers=AUTH) as response:
+        first = next(response.iter_lines())
+    assert first.startswith('data: {"choices"')
+    deadline = time.monotonic() + 5
+    while fake.disconnects < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.disconnects == 1
+
+
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
     covered |= {"bomb"}
-    covered |= {"cut_stream", "stream_error", "stall", "delay", "drop"}
+    covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
     assert covered == FAULT_KINDS
 
 

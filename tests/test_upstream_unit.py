@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import inspect
 import time
 
 import httpx2
 import pytest
 from mcp_types import CallToolResult, ImageContent, TextContent
 
+from onlysq_mcp.errors import UpstreamBadResponse, UpstreamError, UpstreamRateLimited, UpstreamRejected
 from onlysq_mcp.redaction import Redactor, display_url
-from onlysq_mcp.upstream import RetryPolicy, Upstream, find_error_message, parse_retry_after
+from onlysq_mcp.upstream import (
+    HTTPX2_ERRORS,
+    HTTPX2_FAILURES,
+    MIN_RETRY_AFTER_WAIT,
+    RetryPolicy,
+    Upstream,
+    find_error_message,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +67,8 @@ def test_error_detail_is_redacted_and_short():
         policy=RetryPolicy(0, 0, 1),
         read_timeout=1,
         auth_hint="",
+        max_body_bytes=1_000_000,
+        max_image_bytes=1_000_000,
         redact=Redactor(["sq-secret-key"]),
     )
     response = httpx2.Response(401, json={"error": {"message": "key sq-secret-key is invalid " + "x" * 1000}})
@@ -95,3 +108,123 @@ def test_redactor_masks_every_text_of_a_result_but_not_image_data():
         ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
     ]
     assert masked.structured_content == {"***": {"data": ["***"]}}
+
+
+def make_upstream(handler=None, **overrides) -> Upstream:
+    transport = httpx2.MockTransport(handler or (lambda request: httpx2.Response(200, json={})))
+    options = {
+        "name": "X",
+        "client": httpx2.AsyncClient(transport=transport),
+        "base_url": "http://upstream.test",
+        "policy": RetryPolicy(0, 0, 10),
+        "read_timeout": 7,
+        "auth_hint": "",
+        "max_body_bytes": 10_000,
+        "max_image_bytes": 3_000,
+    }
+    return Upstream(**options | overrides)
+
+
+async def pieces(*parts: bytes):
+    """A body sent in chunks, with no content-length."""
+    for part in parts:
+        yield part
+
+
+def public_httpx2_exceptions() -> list[type[Exception]]:
+    return [cls for _, cls in inspect.getmembers(httpx2, inspect.isclass) if issubclass(cls, Exception)]
+
+
+def instance_of(cls: type[Exception]) -> Exception:
+    """One instance of each class, whatever its constructor wants."""
+    if cls is httpx2.HTTPStatusError:
+        request = httpx2.Request("GET", "http://upstream.test")
+        return cls("boom", request=request, response=httpx2.Response(500, request=request))
+    try:
+        return cls("boom")
+    except TypeError:
+        return cls()
+
+
+def test_the_httpx2_exception_list_is_not_empty():
+    classes = public_httpx2_exceptions()
+    assert httpx2.DecodingError in classes and httpx2.WriteError in classes and len(classes) >= 25
+
+
+@pytest.mark.parametrize("cls", public_httpx2_exceptions(), ids=lambda cls: cls.__name__)
+def test_every_httpx2_exception_is_mapped(cls):
+    # Its own entry, not an ancestor's: a class added by an httpx2 release fails here until it is described.
+    assert cls in HTTPX2_FAILURES, f"httpx2.{cls.__name__} has no entry in HTTPX2_FAILURES"
+    exc = instance_of(cls)
+    assert isinstance(exc, HTTPX2_ERRORS), "the except clauses would not catch it"
+    error = make_upstream().error_for(exc)
+    assert isinstance(error, UpstreamError)
+    message = str(error).removeprefix("X: ")
+    assert str(error).startswith("X: ")
+    assert message and message != cls.__name__ and len(message) > len(cls.__name__) + 30
+    # What happened, then what to do.
+    assert message.endswith(".") and ". " in message
+
+
+def test_timeout_and_connection_messages_name_the_setting_and_address():
+    upstream = make_upstream()
+    assert "no data for 7s (ONLYSQ_TIMEOUT)" in str(upstream.error_for(httpx2.ReadTimeout("x")))
+    assert "could not reach http://upstream.test" in str(upstream.error_for(httpx2.ConnectError("x")))
+    assert "ONLYSQ_MCP_MAX_CONCURRENCY" in str(upstream.error_for(httpx2.PoolTimeout("x")))
+
+
+def test_retry_after_zero_keeps_a_minimum_wait():
+    no_backoff = RetryPolicy(retries=3, backoff=0, deadline=60)
+    assert no_backoff.wait_before(1, 0.0) >= MIN_RETRY_AFTER_WAIT > 0
+    assert no_backoff.wait_before(1, None) == 0  # a setting of 0 is the user's choice
+    policy = RetryPolicy(retries=3, backoff=1.0, deadline=60)
+    assert 1.0 <= policy.wait_before(1, 0.0) <= 1.5  # no shorter than our own backoff
+    assert 4.0 <= policy.wait_before(3, 0.5) <= 6.0
+
+
+@pytest.mark.anyio
+async def test_final_rate_limit_error_keeps_retry_after():
+    upstream = make_upstream(
+        lambda request: httpx2.Response(429, json={"error": "slow down"}, headers={"retry-after": "0"}),
+        policy=RetryPolicy(1, 0, 10),
+    )
+    started = time.monotonic()
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await upstream.request("GET", "/x")
+    assert time.monotonic() - started >= MIN_RETRY_AFTER_WAIT
+    assert caught.value.retry_after == 0.0
+    assert "gave up after 2 tries" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_declared_length_over_the_cap_is_refused_unread():
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-length": "50000"}, content=b"{}")
+
+    with pytest.raises(UpstreamBadResponse, match=r"larger than 10,000 bytes \(ONLYSQ_MCP_MAX_RESPONSE_BYTES\)"):
+        await make_upstream(handler).request("GET", "/x")
+
+
+@pytest.mark.anyio
+async def test_body_over_the_cap_without_a_length_is_cut_off():
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=pieces(b"x" * 6000, b"x" * 6000))
+
+    with pytest.raises(UpstreamBadResponse, match="larger than 10,000 bytes"):
+        await make_upstream(handler).request("GET", "/x")
+    under = await make_upstream(lambda request: httpx2.Response(200, content=pieces(b"y" * 6000))).request("GET", "/x")
+    assert under.content == b"y" * 6000
+
+
+@pytest.mark.anyio
+async def test_a_huge_error_body_is_read_only_in_part():
+    upstream = make_upstream(lambda request: httpx2.Response(400, content=pieces(*[b"e" * 100_000] * 50)))
+    with pytest.raises(UpstreamRejected, match="HTTP 400"):
+        await upstream.request("GET", "/x")
+
+
+def test_image_over_the_cap_is_refused_before_decoding():
+    upstream = make_upstream()
+    assert upstream.decode_base64(base64.b64encode(b"i" * 3000).decode()) == b"i" * 3000
+    with pytest.raises(UpstreamBadResponse, match=r"larger than 3,000 bytes \(ONLYSQ_MCP_MAX_IMAGE_BYTES\)"):
+        upstream.decode_base64(base64.b64encode(b"i" * 3003).decode())
