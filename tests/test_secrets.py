@@ -314,12 +314,12 @@ async def test_base_url_credentials_never_printed(upstream, tmp_path, transport)
     upstream.add_fault("/ai/v2", "drop", times=2)
     async with raw_server(transport, secret_env(tmp_path, onlysq_url, yandex_url), tmp_path) as (session, stderr):
         failed, text = await session.tool("chat", {"prompt": "hello"})
-        assert failed and f"could not reach http://{fake}/" in text, text
+        assert failed and "closed the connection" in text, text
         failed, text = await session.tool("generate_image", {"prompt": "a fox", "model": "aliceai-image-art-3.0"})
         assert failed and f"could not reach http://127.0.0.1:{dead}/" in text, text
     received = session.received.decode()
     logged = stderr.read_text()
-    assert any(f"could not reach http://{fake}/" in note for note in session.log_notes())
+    assert any(f"could not reach http://127.0.0.1:{dead}/" in note for note in session.log_notes())
     assert f"could not reach http://127.0.0.1:{dead}/" in logged
     assert f"http://***:***@{fake}/ai/models" in logged  # httpx2's own DEBUG line, masked
     assert leaked(received) == []
