@@ -250,9 +250,8 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(server, upstr
 # --- Retry-After --------------------------------------------------------------------------------
 
 
-async def test_retry_after_zero_still_waits_between_tries(make_settings, upstream):
-    server = app_factory(make_settings(ONLYSQ_RETRY_BACKOFF="0"))
-    async with connect(server) as client:
+async def test_retry_after_zero_still_waits_between_tries(stdio_params, upstream):
+    async with connect(with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0")) as client:
         await client.call_tool("list_models", {})
         upstream.add_fault("/ai/v2", "status", status=429, retry_after="0", times=2)
         result = await client.call_tool("chat", {"prompt": "eventually"})
