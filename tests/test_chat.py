@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mcp import Client
 
-from tests.conftest import TEST_KEY, text_of
+from tests.helpers import TEST_KEY, text_of
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import clean_env
-from tests.node_tools import NodeTools, node_clients_fixture  # noqa: F401  (the `node_clients` fixture)
+from tests.helpers import clean_env
+from tests.node_tools import NodeTools
 
 LEGACY = "2025-11-25"  # initialize handshake, sessions
 MODERN = "2026-07-28"  # stateless: server/discover and a _meta envelope on every request

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import re
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -17,17 +14,13 @@ from mcp import Client
 
 from onlysq_mcp import image_sources
 from onlysq_mcp.server import app_factory
-from tests.conftest import text_of
 from tests.fake_upstream import CHAT_PATH, IMAGEN_PATH
-from tests.test_images_unit import make_image
+from tests.helpers import BIG_PNG, PNG, make_image, text_of
 
 pytestmark = pytest.mark.anyio
 
 QUESTION = "Describe this image in detail."
-PNG = make_image("PNG", (50, 40))
 JPEG = make_image("JPEG", (30, 20))
-# Over the 2048-byte input limit the error tests set, and a real image.
-BIG_PNG = make_image("PNG", (64, 64), noise=True)
 SEEN = re.compile(r"I see a (\d+)x(\d+) (image/\w+) image \((\d+) bytes\)\. Question: (.*)", re.S)
 
 
@@ -41,55 +34,6 @@ def sent_image(upstream) -> tuple[str, bytes, str]:
     match = re.fullmatch(r"data:(image/\w+);base64,(.+)", image["image_url"]["url"], re.S)
     assert match, image["image_url"]["url"][:80]
     return match.group(1), base64.b64decode(match.group(2), validate=True), text["text"]
-
-
-class ImageHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/cat.png":
-            self.reply(200, PNG, length=True)
-        elif self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "/cat.png")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif self.path == "/big-declared.png":
-            self.reply(200, BIG_PNG, length=True)
-        elif self.path == "/big-streamed.png":
-            self.reply(200, BIG_PNG, length=False)
-        elif self.path == "/slow.png":
-            time.sleep(1.0)
-            self.reply(200, PNG, length=True)
-        else:
-            self.reply(404, b"not here", length=True)
-
-    def reply(self, status: int, body: bytes, *, length: bool) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "image/png")
-            if length:
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass  # the client gave up first (the timeout test)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def web() -> Iterator[str]:
-    """A tiny web server on 127.0.0.1 serving test images; yields its base URL.
-
-    Loopback, so the tests that fetch from it allow private URLs (ONLYSQ_MCP_ALLOW_PRIVATE_URLS).
-    """
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 async def describe(server, arguments: dict, **client_options):

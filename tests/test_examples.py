@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env, server_command, upstream_env
+from tests.helpers import clean_env, server_command, upstream_env
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

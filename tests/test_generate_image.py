@@ -13,8 +13,8 @@ from mcp import Client
 from onlysq_mcp import image_tools
 from onlysq_mcp.images import pixel_size, sniff_mime
 from onlysq_mcp.server import app_factory
-from tests.conftest import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY, text_of
 from tests.fake_upstream import IMAGEN_PATH, IMAGEN_RATIOS, MODELS_PATH, YANDEX_IMAGES_PATH, _render_image
+from tests.helpers import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY, text_of
 
 pytestmark = pytest.mark.anyio
 

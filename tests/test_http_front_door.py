@@ -17,9 +17,17 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import HttpServer, start_http_server, stop_http_server, text_of, upstream_env
-from tests.test_http_security import INITIALIZE, MCP_HEADERS, TOKEN
-from tests.test_images_unit import make_image
+from tests.helpers import (
+    HTTP_TOKEN,
+    INITIALIZE,
+    MCP_HEADERS,
+    HttpServer,
+    make_image,
+    start_http_server,
+    stop_http_server,
+    text_of,
+    upstream_env,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -171,19 +179,19 @@ def test_a_working_request_is_not_cut_by_the_head_timeout(serve):
 
 async def test_a_token_in_the_query_string_never_reaches_a_log(serve):
     secret = "query-secret-4f1c9a7e"
-    server = serve(ONLYSQ_MCP_HTTP_TOKEN=TOKEN, ONLYSQ_MCP_LOG_LEVEL="DEBUG")
+    server = serve(ONLYSQ_MCP_HTTP_TOKEN=HTTP_TOKEN, ONLYSQ_MCP_LOG_LEVEL="DEBUG")
     async with httpx2.AsyncClient() as http:
         refused = await http.post(f"{server.url}?token={secret}", json=INITIALIZE, headers=MCP_HEADERS)
         accepted = await http.post(
             f"{server.url}?token={secret}&x=1",
             json=INITIALIZE,
-            headers=MCP_HEADERS | {"authorization": f"Bearer {TOKEN}"},
+            headers=MCP_HEADERS | {"authorization": f"Bearer {HTTP_TOKEN}"},
         )
     assert (refused.status_code, accepted.status_code) == (401, 200)
     stop_http_server(server)
     log = server.log.read_text()
     assert secret not in log
-    assert TOKEN not in log
+    assert HTTP_TOKEN not in log
     assert "/mcp?token=*** HTTP/1.1" in log  # the access log did run, with the value masked
 
 

@@ -11,30 +11,32 @@ from mcp.client.streamable_http import streamable_http_client
 
 from onlysq_mcp.http_app import UnsafeBindError, check_bind, is_loopback
 from onlysq_mcp.settings import Settings
-from tests.conftest import clean_env, server_command, start_http_server, stop_http_server, upstream_env
+from tests.helpers import (
+    HTTP_TOKEN,
+    INITIALIZE,
+    MCP_HEADERS,
+    clean_env,
+    server_command,
+    start_http_server,
+    stop_http_server,
+    upstream_env,
+)
 
 pytestmark = pytest.mark.anyio
-
-TOKEN = "http-token-for-tests-0123456789"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def token_server(fake_upstream, tmp_path_factory):
     folder = tmp_path_factory.mktemp("token")
-    env = upstream_env(fake_upstream.base_url, folder / "images", ONLYSQ_MCP_HTTP_TOKEN=TOKEN)
+    env = upstream_env(fake_upstream.base_url, folder / "images", ONLYSQ_MCP_HTTP_TOKEN=HTTP_TOKEN)
     server = start_http_server(env, folder)
     yield server
     stop_http_server(server)
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Basic {HTTP_TOKEN}", f"Bearer {HTTP_TOKEN}x", "Bearer"]
+)
 async def test_requests_without_the_token_are_refused(token_server, authorization):
     headers = dict(MCP_HEADERS)
     if authorization is not None:
@@ -43,29 +45,29 @@ async def test_requests_without_the_token_are_refused(token_server, authorizatio
         response = await http.post(token_server.url, json=INITIALIZE, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert TOKEN not in response.text
+    assert HTTP_TOKEN not in response.text
 
 
 async def test_requests_with_the_token_work(token_server, fake_upstream):
     fake_upstream.reset()
-    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {HTTP_TOKEN}"}, timeout=30)
     async with http, Client(streamable_http_client(token_server.url, http_client=http)) as client:
         result = await client.call_tool("chat", {"prompt": "authorised"})
     assert result.content[0].text == "Echo: authorised"
-    assert TOKEN not in token_server.log.read_text()
+    assert HTTP_TOKEN not in token_server.log.read_text()
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
 async def test_bearer_scheme_is_case_insensitive(token_server, scheme):
     async with httpx2.AsyncClient() as http:
         response = await http.post(
-            token_server.url, json=INITIALIZE, headers=MCP_HEADERS | {"authorization": f"{scheme} {TOKEN}"}
+            token_server.url, json=INITIALIZE, headers=MCP_HEADERS | {"authorization": f"{scheme} {HTTP_TOKEN}"}
         )
     assert response.status_code == 200
 
 
 async def test_two_authorization_headers_are_refused(token_server):
-    good = f"Bearer {TOKEN}"
+    good = f"Bearer {HTTP_TOKEN}"
     for second in (good, "Bearer wrong"):
         headers = [*MCP_HEADERS.items(), ("authorization", good), ("authorization", second)]
         async with httpx2.AsyncClient() as http:
@@ -121,6 +123,6 @@ def test_bind_rules(monkeypatch, tmp_path):
     check_bind(open_settings, "0.0.0.0", True)
     with pytest.raises(UnsafeBindError):
         check_bind(open_settings, "192.0.2.10", False)
-    monkeypatch.setenv("ONLYSQ_MCP_HTTP_TOKEN", TOKEN)
+    monkeypatch.setenv("ONLYSQ_MCP_HTTP_TOKEN", HTTP_TOKEN)
     check_bind(Settings(), "0.0.0.0", False)
     assert is_loopback("127.0.0.5") and not is_loopback("example.com")

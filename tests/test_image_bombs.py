@@ -15,9 +15,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from tests import image_bombs
-from tests.conftest import start_http_server, stop_http_server, text_of, upstream_env
 from tests.fake_upstream import CHAT_PATH, IMAGEN_PATH
-from tests.test_images_unit import make_image
+from tests.helpers import make_image, start_http_server, stop_http_server, text_of, upstream_env
 
 pytestmark = pytest.mark.anyio
 

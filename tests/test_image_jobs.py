@@ -11,7 +11,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from onlysq_mcp.server import app_factory
-from tests.conftest import text_of
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 

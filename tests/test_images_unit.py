@@ -24,20 +24,9 @@ from onlysq_mcp.images import (
 )
 from onlysq_mcp.settings import ImageDelivery
 from tests import image_bombs
+from tests.helpers import make_image
 
 MPX = 40_000_000  # the default ONLYSQ_MCP_MAX_INPUT_PIXELS
-
-
-def make_image(fmt: str = "PNG", size: tuple[int, int] = (40, 30), *, noise: bool = False, mode: str = "RGB") -> bytes:
-    """Image bytes in `fmt`; `noise` makes them incompressible, so byte budgets really bite."""
-    if noise:
-        channels = len(mode)
-        image = Image.frombytes(mode, size, os.urandom(size[0] * size[1] * channels))
-    else:
-        image = Image.new(mode, size, (200, 30, 60, 255)[: len(mode)])
-    out = io.BytesIO()
-    image.save(out, fmt)
-    return out.getvalue()
 
 
 @pytest.mark.parametrize(

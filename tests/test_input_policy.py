@@ -15,8 +15,7 @@ from PIL import Image
 from onlysq_mcp import image_sources
 from onlysq_mcp.image_sources import ImageInputError, InputPolicy, IPAddress, download
 from onlysq_mcp.server import app_factory
-from tests.conftest import text_of
-from tests.test_describe_image import web  # noqa: F401  (the local image web server fixture)
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -94,13 +93,13 @@ async def test_private_addresses_are_refused_before_connecting(make_settings, up
     assert upstream.requests_to("/ai/v2") == []
 
 
-async def test_private_addresses_allowed_by_the_operator(make_settings, upstream, web):  # noqa: F811
+async def test_private_addresses_allowed_by_the_operator(make_settings, upstream, web):
     server = app_factory(make_settings(ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true"))
     result = await describe(server, f"{web}/cat.png")
     assert not result.is_error, text_of(result)
 
 
-async def test_every_redirect_hop_is_checked(web, monkeypatch):  # noqa: F811
+async def test_every_redirect_hop_is_checked(web, monkeypatch):
     """The first hop passes the check; the redirect target is checked again before it is contacted."""
     checked: list[str] = []
 

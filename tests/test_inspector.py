@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import clean_env, server_command, upstream_env
-from tests.node_tools import NodeTools, node_clients_fixture  # noqa: F401  (the `node_clients` fixture)
+from tests.helpers import clean_env, server_command, upstream_env
+from tests.node_tools import NodeTools
 
 TOOLS = {"chat", "list_models", "generate_image", "describe_image"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

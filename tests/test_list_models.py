@@ -9,7 +9,7 @@ import pytest
 from mcp import Client
 
 from onlysq_mcp.server import app_factory
-from tests.conftest import text_of
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 

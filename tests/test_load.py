@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from tests.conftest import start_http_server, stop_http_server, upstream_env
+from tests.helpers import start_http_server, stop_http_server, upstream_env
 
 pytestmark = pytest.mark.anyio
 

@@ -26,8 +26,7 @@ from cryptography.x509.oid import NameOID
 from mcp import Client, StdioServerParameters
 
 from onlysq_mcp.image_sources import ImageInputError, InputPolicy, check_public, download, parse_url
-from tests.conftest import start_http_server, stop_http_server, text_of, upstream_env
-from tests.test_images_unit import make_image
+from tests.helpers import make_image, start_http_server, stop_http_server, text_of, upstream_env
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from onlysq_mcp.image_jobs import ImageJob
 from onlysq_mcp.onlysq import OnlySqClient
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.yandex import YandexClient
-from tests.conftest import text_of
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.anyio
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.tools import client_log
-from tests.conftest import (
+from tests.helpers import (
     YANDEX_FOLDER,
     clean_env,
     free_port,
@@ -32,7 +32,7 @@ from tests.conftest import (
     stop_http_server,
     text_of,
 )
-from tests.conftest import YANDEX_KEY as TEST_YANDEX_KEY
+from tests.helpers import YANDEX_KEY as TEST_YANDEX_KEY
 
 pytestmark = pytest.mark.anyio
 

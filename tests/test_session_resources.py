@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceListChangedNotification
 
-from tests.conftest import start_http_server, stop_http_server, upstream_env
+from tests.helpers import start_http_server, stop_http_server, upstream_env
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from onlysq_mcp.settings import ImageDelivery, Settings, SettingsError, load_settings
-from tests.conftest import clean_env, free_port, server_command, text_of, upstream_env
+from tests.helpers import clean_env, free_port, server_command, text_of, upstream_env
 
 
 @pytest.fixture

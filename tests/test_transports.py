@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import (
+from tests.helpers import (
     TEST_KEY,
     clean_env,
     server_command,
