@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from onlysq_mcp.server import app_factory
+from scripts import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
 
 
 def test_readme_reference_is_current():
-    result = subprocess.run(
-        [sys.executable, "scripts/readme_reference.py", "--check"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
+    changes = generate.diff(generate.README)
+    assert not changes, f"README.md is stale: run `python scripts/generate.py` and commit the result.\n{changes}"
+
+
+def test_a_new_tool_is_documented_after_the_others(monkeypatch):
+    def echo(text: str) -> str:
+        """Say `text` back."""
+        return text
+
+    def with_echo(settings):
+        server = app_factory(settings)
+        server.add_tool(echo, title="Echo")
+        return server
+
+    monkeypatch.setattr(generate, "app_factory", with_echo)
+    readme = generate.readme((ROOT / "README.md").read_text(encoding="utf-8"))
+    documented = re.findall(r"^### `(\w+)` — ", readme, re.M)
+    assert len(documented) == 5 and documented[-1] == "echo"
+    echo_section = readme[readme.index("### `echo` — Echo") :]
+    assert "| `text` | string | required |" in echo_section
+    assert "Read-only: no; reaches the internet: yes." in echo_section  # the spec's defaults for unset hints
 
 
 def test_readme_first_screen_has_the_two_setup_commands_and_ci_runs_the_test_one():
