@@ -1,8 +1,9 @@
-"""Build the bundled model catalogue from the OnlySq documentation seed.
+"""Build the bundled model catalogue from the OnlySq documentation's model page.
 
-Usage: python scripts/build_catalogue.py [SEED] [OUT]
+Usage: python scripts/build_catalogue.py [PAGE] [OUT]
 
-Reads the "Overview of OnlySq models" tables of the seed and writes
+Reads the "Overview of OnlySq models" tables of the page (by default the copy committed next to this
+script, scripts/onlysq_models_page.txt) and writes
 onlysq_mcp/data/models.json in the shape of the live GET /ai/models answer:
 {"api-version": ..., "models": {id: {...}}}. Standard library only.
 """
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SEED = ROOT / ".." / "shared" / "seeds" / "002_40bb8202e1688050.txt"
+DEFAULT_PAGE = Path(__file__).resolve().parent / "onlysq_models_page.txt"
 DEFAULT_OUT = ROOT / "onlysq_mcp" / "data" / "models.json"
 API_VERSION = "seed-002"
 
@@ -159,10 +160,10 @@ def parse(lines: list[str]) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("seed", nargs="?", type=Path, default=DEFAULT_SEED)
+    parser.add_argument("page", nargs="?", type=Path, default=DEFAULT_PAGE)
     parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    models = parse(args.seed.read_text(encoding="utf-8").splitlines())
+    models = parse(args.page.read_text(encoding="utf-8").splitlines())
     catalogue = {"api-version": API_VERSION, "models": models}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(catalogue, indent=1, ensure_ascii=False) + "\n"
