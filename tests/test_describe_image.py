@@ -261,7 +261,8 @@ async def test_slow_url_times_out(make_settings, upstream, web, monkeypatch):
         ({"model": "flux"}, "needs a vision model"),
         ({"model": "gemini-2.5-flsh"}, "Did you mean `gemini-2.5-flash`"),
         ({"question": "  "}, "`question` is empty"),
-        ({"image": ""}, "image"),
+        ({"image": ""}, "`image`: String should have at least 1 character"),
+        ({"image": "   "}, "`image` is empty"),
     ],
 )
 async def test_bad_arguments(server, upstream, tmp_path, arguments, expected):

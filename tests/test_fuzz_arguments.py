@@ -7,6 +7,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
+from tests.helpers import text_of
+
 pytestmark = pytest.mark.anyio
 
 TOOL_PARAMETERS = {
@@ -38,12 +40,17 @@ async def test_any_arguments_get_a_result_or_a_tool_error(server, upstream, call
     # Never let a generated value send the server to a host off this machine.
     assume(not any(isinstance(v, str) and "://" in v for v in arguments.values()))
     async with Client(server) as client:
+        [schema] = [t.input_schema for t in (await client.list_tools()).tools if t.name == tool]
         result = await client.call_tool(tool, arguments)
-        assert result.is_error in (True, False)
+        missing = [name for name in schema.get("required", []) if name not in arguments]
+        if missing:  # refused before any work, naming what to add
+            assert result.is_error and f"`{missing[0]}`: Field required" in text_of(result), text_of(result)
         if result.is_error:
             text = result.content[0].text
             assert text.startswith(f"Error executing tool {tool}: ")
             for noise in ("Traceback", "input_value", "errors.pydantic.dev"):
                 assert noise not in text
+        else:  # the client checked it against the tool's output schema
+            assert result.structured_content is not None and text_of(result)
         alive = await client.call_tool("list_models", {"kind": "chat"})
         assert not alive.is_error
