@@ -2,7 +2,10 @@
 
 It is a real HTTP server (uvicorn, h11) bound to 127.0.0.1 and run in a background thread with its own
 event loop, so synchronous code, subprocesses and async tests can all talk to it over a socket. The
-wire formats follow `/work/shared/docs/upstreams.md` and the seeds next to it.
+wire formats follow the providers' own documentation: OnlySq's API docs (API2.0 `POST /ai/v2`, ImaGen
+`POST /ai/imagen`, `GET /ai/models`; the model page is committed as scripts/onlysq_models_page.txt) and
+Yandex AI Studio's `POST /v1/images/generations` (the `yandex-cloud/docs` repository); where those are
+silent, what public clients of the services do.
 
     fake = FakeUpstream()
     fake.start()
@@ -802,7 +805,7 @@ class FakeUpstream:
             "ratio": ratio,
             "size": {"width": width, "height": height},
             "elapsed-time": time.perf_counter() - started,
-            # Seed 000 shows usage 1311 for 1366x768, i.e. pixels // 800.
+            # OnlySq's ImaGen docs show usage 1311 for 1366x768 in their example response, i.e. pixels // 800.
             "usage": max(1, width * height // 800),
             "user": 0,
         }
