@@ -1,0 +1,92 @@
+"""What every tool uses: its services, model checks against the catalogue, progress while a reply streams."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
+from .errors import UpstreamError
+from .services import Services
+
+logger = logging.getLogger(__name__)
+
+# Progress while a reply streams in: the first piece at once, then at most this often.
+PROGRESS_INTERVAL = 0.25
+
+
+def services_of(ctx: Context) -> Services:
+    """The services of this server run: the lifespan context (`services.Runtime.run`)."""
+    return cast(Services, ctx.request_context.lifespan_context)
+
+
+async def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
+    """Refuse a model the live catalogue does not list for this kind, before any upstream call.
+
+    When only a cached or bundled catalogue is at hand the upstream gets the last word, since the
+    model may be newer than the list.
+    """
+    if not model_id:
+        raise ToolError("`model` is empty: pass a model id from `list_models`, or leave it out for the default.")
+    catalogue: Catalogue = await services.catalogue.get()
+    entry = catalogue.find(model_id)
+    if entry is not None and is_kind(entry, kind):
+        return entry
+    if catalogue.source != "live":
+        return None
+    wanted = {"chat": "a chat model", "vision": "a vision model", "image": "an image model", "all": "a model"}[kind]
+    if entry is not None:
+        problem = f"`{model_id}` is a {entry.kind} model, but this tool needs {wanted}."
+    else:
+        problem = f"Unknown model `{model_id}`; this tool needs {wanted}."
+    suggestions = catalogue.closest(model_id, kind)
+    hint = (
+        "Did you mean " + " or ".join(f"`{s}`" for s in suggestions) + "?"
+        if suggestions
+        else f"Call `list_models` with kind `{kind}` to see the choices."
+    )
+    raise ToolError(f"{problem} {hint}")
+
+
+@contextmanager
+def upstream_errors(tool: str) -> Iterator[None]:
+    """Turns what an upstream call raises into a tool error the caller can act on.
+
+    Anything other than an `UpstreamError` is a fault of this server: its traceback goes to the log on
+    stderr, and the caller gets a message instead of the SDK's bare "Error executing tool".
+    """
+    try:
+        yield
+    except UpstreamError as exc:
+        raise ToolError(str(exc)) from None
+    except ToolError:
+        raise
+    except Exception as exc:
+        logger.exception("%s failed unexpectedly", tool)
+        raise ToolError(
+            f"{tool} failed because of an unexpected error on this server ({type(exc).__name__}); the traceback "
+            "is in the server's log. Try again; if it keeps failing, report it."
+        ) from None
+
+
+class StreamProgress:
+    """Turns arriving pieces of a reply into progress notifications, without flooding the client."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._chars = 0
+        self._last = 0.0
+
+    async def on_delta(self, piece: str) -> None:
+        self._chars += len(piece)
+        now = time.monotonic()
+        if self._last and now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        await self._ctx.report_progress(self._chars, None, f"received {self._chars} characters")
