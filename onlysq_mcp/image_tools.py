@@ -40,7 +40,7 @@ from .onlysq import ImagePart, ImageURL, Message, TextPart
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import StreamProgress, check_model, services_of, upstream_errors
+from .tool_support import StreamProgress, check_model, services_of
 from .upstream import OnRetry
 from .yandex import UPSTREAM as YANDEX
 
@@ -356,8 +356,7 @@ async def describe_image(
     data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     message = Message(role="user", content=[TextPart(text=question), ImagePart(image_url=ImageURL(url=data_uri))])
     progress = StreamProgress(ctx)
-    with upstream_errors("describe_image"):
-        result = await services.onlysq.chat(model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx))
+    result = await services.onlysq.chat(model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx))
     output = DescribeImageOutput(
         answer=result.reply,
         model=result.model,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import warnings
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
@@ -38,10 +39,13 @@ from pydantic import AnyUrl, ValidationError
 
 from . import __version__, tools
 from .client_log import set_client_log_level
+from .errors import ProviderNotConfigured, UpstreamError
 from .image_jobs import JOB_PREFIX
 from .images import RESOURCE_PREFIX, StoredImageTooLarge
 from .services import Runtime, Services, Transport
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # Logging to the client is deprecated from protocol 2026-07-28 on, but the hosts of today speak
 # 2025-11-25 and show these messages; the SDK still delivers them where the protocol allows.
@@ -138,12 +142,7 @@ class OnlySqServer(MCPServer[Services]):
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
-            # An unexpected error's message is only the tool's name; its cause goes to the (masked) log.
-            if isinstance(exc, UnexpectedToolError):
-                raise
-            if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(redact(describe_argument_errors(name, exc.__cause__))) from exc.__cause__
-            raise ToolError(redact(str(exc))) from exc.__cause__
+            raise ToolError(redact(failure_text(name, exc))) from exc.__cause__
         return redact.model(result)
 
 
@@ -154,6 +153,28 @@ def cursor_position(cursor: str | None) -> int:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 12):
         raise MCPError(code=INVALID_PARAMS, message="invalid cursor: pass the `nextCursor` of the previous page")
     return int(cursor)
+
+
+def failure_text(tool: str, error: ToolError) -> str:
+    """What the caller reads when a tool fails: the one place where upstream errors become tool errors.
+
+    An `UpstreamError` (or an unconfigured provider) says what went wrong and what to do. Anything else a
+    tool raised is a fault of this server: its traceback goes to the log on stderr, and the caller gets a
+    message instead of the SDK's bare "Error executing tool".
+    """
+    cause = error.__cause__
+    prefix = f"Error executing tool {tool}: "
+    if isinstance(cause, ValidationError):
+        return describe_argument_errors(tool, cause)
+    if not isinstance(error, UnexpectedToolError) or cause is None:
+        return str(error)
+    if isinstance(cause, UpstreamError | ProviderNotConfigured):
+        return prefix + str(cause)
+    logger.error("%s failed unexpectedly", tool, exc_info=cause)
+    return prefix + (
+        f"{tool} failed because of an unexpected error on this server ({type(cause).__name__}); the traceback "
+        "is in the server's log. Try again; if it keeps failing, report it."
+    )
 
 
 def describe_argument_errors(tool: str, error: ValidationError) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from .catalogue import KindFilter, ModelEntry
 from .client_log import client_log
 from .onlysq import Message, Usage
-from .tool_support import StreamProgress, check_model, services_of, upstream_errors
+from .tool_support import StreamProgress, check_model, services_of
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
@@ -109,15 +109,14 @@ async def chat(
     conversation.append(Message(role="user", content=prompt))
 
     progress = StreamProgress(ctx)
-    with upstream_errors("chat"):
-        result = await services.onlysq.chat(
-            model_id,
-            conversation,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_delta=progress.on_delta,
-            on_retry=client_log(ctx),
-        )
+    result = await services.onlysq.chat(
+        model_id,
+        conversation,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        on_delta=progress.on_delta,
+        on_retry=client_log(ctx),
+    )
     output = ChatOutput(
         model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=token_counts(result.usage)
     )

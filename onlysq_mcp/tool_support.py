@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import cast
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
-from .errors import UpstreamError
 from .services import Services
-
-logger = logging.getLogger(__name__)
 
 # Progress while a reply streams in: the first piece at once, then at most this often.
 PROGRESS_INTERVAL = 0.25
@@ -52,27 +46,6 @@ async def check_model(services: Services, model_id: str, kind: KindFilter) -> Mo
         else f"Call `list_models` with kind `{kind}` to see the choices."
     )
     raise ToolError(f"{problem} {hint}")
-
-
-@contextmanager
-def upstream_errors(tool: str) -> Iterator[None]:
-    """Turns what an upstream call raises into a tool error the caller can act on.
-
-    Anything other than an `UpstreamError` is a fault of this server: its traceback goes to the log on
-    stderr, and the caller gets a message instead of the SDK's bare "Error executing tool".
-    """
-    try:
-        yield
-    except UpstreamError as exc:
-        raise ToolError(str(exc)) from None
-    except ToolError:
-        raise
-    except Exception as exc:
-        logger.exception("%s failed unexpectedly", tool)
-        raise ToolError(
-            f"{tool} failed because of an unexpected error on this server ({type(exc).__name__}); the traceback "
-            "is in the server's log. Try again; if it keeps failing, report it."
-        ) from None
 
 
 class StreamProgress:
