@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -18,7 +18,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel, Field
 
-from .catalogue import YANDEX_IMAGE_MODELS
 from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
 from .image_jobs import ImageJob, JobStatus
@@ -35,14 +34,12 @@ from .images import (
     shrink,
     sniff_mime,
 )
-from .onlysq import UPSTREAM as ONLYSQ
-from .onlysq import ImagePart, ImageURL, Message, TextPart
+from .providers.base import InlineImage, Provider, ProviderName, Turn
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import StreamProgress, check_model, services_of
+from .tool_support import StreamProgress, provider_for, services_of
 from .upstream import OnRetry
-from .yandex import UPSTREAM as YANDEX
 
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
@@ -73,7 +70,7 @@ class ImageFile(BaseModel):
 
 
 class GenerateImageOutput(BaseModel):
-    provider: Literal["onlysq", "yandex"]
+    provider: ProviderName
     model: str
     prompt: str
     aspect_ratio: str
@@ -145,15 +142,19 @@ async def generate_image(
 
 @dataclass(frozen=True)
 class ImageOrder:
-    """One `generate_image` call, checked and routed to its upstream."""
+    """One `generate_image` call, checked and routed to its provider."""
 
-    provider: Literal["onlysq", "yandex"]
-    upstream: str
+    provider: Provider
     model: str
     prompt: str
     aspect_ratio: str
-    generate: Callable[[OnRetry], Awaitable[bytes]]
+    seed: int | None
     notes: list[str]
+
+    def generate(self, on_retry: OnRetry) -> Awaitable[bytes]:
+        return self.provider.generate_image(
+            self.model, self.prompt, self.aspect_ratio, seed=self.seed, on_retry=on_retry
+        )
 
 
 async def image_order(
@@ -166,34 +167,13 @@ async def image_order(
     except OSError as exc:
         raise ToolError(str(exc)) from None
     model_id = (model or services.settings.onlysq_image_model).strip()
-    if model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS:
-        yandex = services.yandex
-        if yandex is None:
-            raise ToolError(
-                f"`{model_id}` is a Yandex AI Studio model, and Yandex is not configured: set YANDEX_API_KEY "
-                "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or use an OnlySq model such as `flux`."
-            )
-        notes = ["`seed` was ignored: Yandex's image API does not take one."] if seed is not None else []
-        return ImageOrder(
-            "yandex",
-            YANDEX,
-            model_id,
-            prompt,
-            aspect_ratio,
-            lambda on_retry: yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=on_retry),
-            notes,
-        )
-    await check_model(services, model_id, "image")
-    onlysq = services.onlysq
-    return ImageOrder(
-        "onlysq",
-        ONLYSQ,
-        model_id,
-        prompt,
-        aspect_ratio,
-        lambda on_retry: onlysq.generate_image(model_id, prompt, aspect_ratio, seed=seed, on_retry=on_retry),
-        [],
-    )
+    provider = await provider_for(services, "image", model_id)
+    notes = []
+    limits = provider.image_limits
+    if seed is not None and limits is not None and not limits.seed:
+        notes.append(f"`seed` was ignored: {provider.title}'s image API does not take one.")
+        seed = None
+    return ImageOrder(provider, model_id, prompt, aspect_ratio, seed, notes)
 
 
 class ImageRun:
@@ -212,7 +192,7 @@ class ImageRun:
         max_pixels = self._services.settings.onlysq_mcp_max_input_pixels
         try:
             data = await self._order.generate(while_attached(job, self._ctx))
-            mime = await anyio.to_thread.run_sync(upstream_image, data, self._order.upstream, max_pixels)
+            mime = await anyio.to_thread.run_sync(upstream_image, data, self._order.provider.label, max_pixels)
         except (UpstreamError, OSError) as exc:
             job.failures.append(str(exc))
             return
@@ -231,7 +211,7 @@ class ImageRun:
             return
         job.add(image, data)
         if self.shelf is not None:
-            self.shelf.add(image, f"{order.provider}/{order.model}, {order.aspect_ratio}")
+            self.shelf.add(image, f"{order.provider.name}/{order.model}, {order.aspect_ratio}")
             # Images of a call still running are announced once it has them all (`generate_image`).
             if job.detached:
                 await announce_list_changed(self._ctx, in_request=False)
@@ -274,7 +254,7 @@ async def images_result(
         lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
     )
     output = GenerateImageOutput(
-        provider=order.provider,
+        provider=order.provider.name,
         model=order.model,
         prompt=order.prompt,
         aspect_ratio=order.aspect_ratio,
@@ -333,7 +313,7 @@ async def describe_image(
         raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
     except ImageDecodeError:
         raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
-    await check_model(services, model_id, "vision")
+    provider = await provider_for(services, "vision", model_id)
 
     data, mime, downscaled = loaded.data, loaded.mime, False
     too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes
@@ -353,10 +333,13 @@ async def describe_image(
             raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
         data, mime, downscaled = smaller.data, smaller.mime, True
 
-    data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    message = Message(role="user", content=[TextPart(text=question), ImagePart(image_url=ImageURL(url=data_uri))])
-    progress = StreamProgress(ctx)
-    result = await services.onlysq.chat(model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx))
+    result = await provider.chat(
+        model_id,
+        [Turn("user", question)],
+        image=InlineImage(mime, data),
+        on_delta=StreamProgress(ctx).on_delta,
+        on_retry=client_log(ctx),
+    )
     output = DescribeImageOutput(
         answer=result.reply,
         model=result.model,
@@ -425,7 +408,7 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
 def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolResult:
     status = job.status()
     output = GenerateImageOutput(
-        provider=order.provider,
+        provider=order.provider.name,
         model=order.model,
         prompt=order.prompt,
         aspect_ratio=order.aspect_ratio,

@@ -22,14 +22,11 @@ from .decoding import DECODE_BUDGET, MAX_DECODES, DecodeBudget
 from .image_jobs import JobBoard
 from .image_sources import FETCH_SECONDS, InputPolicy
 from .images import ImageStore
-from .onlysq import UPSTREAM as ONLYSQ
-from .onlysq import OnlySqClient
+from .providers.registry import Registry
 from .redaction import Redactor
 from .session_images import SessionImages
 from .settings import Settings
 from .upstream import RetryPolicy, Upstream
-from .yandex import UPSTREAM as YANDEX
-from .yandex import YandexClient
 
 Transport = Literal["stdio", "http"]
 
@@ -41,8 +38,7 @@ class Services:
     settings: Settings
     http: httpx2.AsyncClient
     downloads: httpx2.AsyncClient
-    onlysq: OnlySqClient
-    yandex: YandexClient | None
+    providers: Registry
     catalogue: CatalogueCache
     store: ImageStore
     session_images: SessionImages
@@ -112,55 +108,16 @@ def build_services(
     transport: Transport,
     tasks: anyio.abc.TaskGroup,
 ) -> Services:
-    policy = RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline)
     redact = Redactor(settings.secrets())
-
-    def upstream(name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
-        return Upstream(
-            name=name,
-            client=http,
-            base_url=str(base_url),
-            policy=policy,
-            read_timeout=settings.onlysq_timeout,
-            auth_hint=auth_hint,
-            max_body_bytes=settings.onlysq_mcp_max_response_bytes,
-            max_image_bytes=settings.onlysq_mcp_max_image_bytes,
-            redact=redact,
-        )
-
-    onlysq = OnlySqClient(
-        upstream(ONLYSQ, settings.onlysq_base_url, "Set ONLYSQ_API_KEY to a valid key (the public key is `openai`)."),
-        settings.onlysq_api_key.get_secret_value(),
-        stream=settings.onlysq_stream,
-        stream_timeout=settings.onlysq_mcp_stream_timeout,
-    )
-    yandex = None
-    if settings.yandex_configured and settings.yandex_folder_id:
-        yandex_upstream = upstream(
-            YANDEX,
-            settings.yandex_base_url,
-            "Check YANDEX_API_KEY / YANDEX_IAM_TOKEN and that YANDEX_FOLDER_ID is the folder they belong to.",
-        )
-        yandex = YandexClient(
-            yandex_upstream,
-            settings.yandex_folder_id,
-            api_key=settings.yandex_api_key.get_secret_value() if settings.yandex_api_key else None,
-            iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
-        )
-    catalogue = CatalogueCache(
-        onlysq,
-        settings.onlysq_mcp_models_cache_ttl,
-        timeout=settings.onlysq_mcp_models_timeout,
-        tasks=tasks,
-        include_yandex=yandex is not None,
-    )
+    providers = Registry.from_settings(settings, UpstreamFactory(settings, http, redact))
     return Services(
         settings=settings,
         http=http,
         downloads=downloads,
-        onlysq=onlysq,
-        yandex=yandex,
-        catalogue=catalogue,
+        providers=providers,
+        catalogue=CatalogueCache(
+            providers, settings.onlysq_mcp_models_cache_ttl, timeout=settings.onlysq_mcp_models_timeout, tasks=tasks
+        ),
         store=ImageStore(settings.onlysq_mcp_output_dir, settings.onlysq_mcp_max_image_bytes),
         # Over stdio one host launched this process: the whole run is its session.
         session_images=SessionImages(one_client=transport == "stdio"),
@@ -174,3 +131,26 @@ def build_services(
         decodes=DecodeBudget(DECODE_BUDGET, MAX_DECODES),
         redact=redact,
     )
+
+
+class UpstreamFactory:
+    """Every provider's `Upstream`: one HTTP client, one retry policy, one set of limits and secrets."""
+
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient, redact: Redactor) -> None:
+        self._settings = settings
+        self._http = http
+        self._redact = redact
+
+    def __call__(self, name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
+        settings = self._settings
+        return Upstream(
+            name=name,
+            client=self._http,
+            base_url=str(base_url),
+            policy=RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline),
+            read_timeout=settings.onlysq_timeout,
+            auth_hint=auth_hint,
+            max_body_bytes=settings.onlysq_mcp_max_response_bytes,
+            max_image_bytes=settings.onlysq_mcp_max_image_bytes,
+            redact=self._redact,
+        )

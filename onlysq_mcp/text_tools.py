@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from .catalogue import KindFilter, ModelEntry
 from .client_log import client_log
-from .onlysq import Message, Usage
-from .tool_support import StreamProgress, check_model, services_of
+from .providers.base import Turn
+from .tool_support import StreamProgress, provider_for, services_of
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
@@ -101,25 +101,19 @@ async def chat(
     if not prompt.strip():
         raise ToolError("`prompt` is empty: pass the message the model should answer.")
     model_id = (model or services.settings.onlysq_chat_model).strip()
-    await check_model(services, model_id, "chat")
-    conversation: list[Message] = []
-    if system and system.strip():
-        conversation.append(Message(role="system", content=system))
-    conversation.extend(Message(role=turn.role, content=turn.content) for turn in messages or [])
-    conversation.append(Message(role="user", content=prompt))
-
-    progress = StreamProgress(ctx)
-    result = await services.onlysq.chat(
+    provider = await provider_for(services, "chat", model_id)
+    turns = [Turn("system", system)] if system and system.strip() else []
+    turns += [Turn(turn.role, turn.content) for turn in messages or []]
+    turns.append(Turn("user", prompt))
+    result = await provider.chat(
         model_id,
-        conversation,
+        turns,
         temperature=temperature,
         max_tokens=max_tokens,
-        on_delta=progress.on_delta,
+        on_delta=StreamProgress(ctx).on_delta,
         on_retry=client_log(ctx),
     )
-    output = ChatOutput(
-        model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=token_counts(result.usage)
-    )
+    output = ChatOutput(model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage)
     text = result.reply or "(the model returned an empty reply)"
     if result.finish_reason == "length":
         text += "\n\n[The reply was cut off at max_tokens.]"
@@ -162,12 +156,6 @@ async def list_models(
         content=[TextContent(type="text", text=model_table(result, kind, search))],
         structured_content=result.model_dump(mode="json"),
     )
-
-
-def token_counts(usage: Usage | None) -> dict[str, int]:
-    if usage is None:
-        return {}
-    return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def model_table(result: ModelList, kind: str, search: str | None) -> str:

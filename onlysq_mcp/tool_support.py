@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import time
-from typing import cast
+from typing import Literal, cast
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
+from .providers.base import Capability, Provider
 from .services import Services
 
 # Progress while a reply streams in: the first piece at once, then at most this often.
 PROGRESS_INTERVAL = 0.25
 
 
+EMPTY_MODEL = "`model` is empty: pass a model id from `list_models`, or leave it out for the default."
+ModelKind = Literal["chat", "vision", "image"]
+
+
 def services_of(ctx: Context) -> Services:
     """The services of this server run: the lifespan context (`services.Runtime.run`)."""
     return cast(Services, ctx.request_context.lifespan_context)
+
+
+# The capability a tool needs of a provider, by the kind of model it takes.
+CAPABILITY: dict[ModelKind, Capability] = {"chat": "chat", "vision": "vision", "image": "images"}
+
+
+async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Provider:
+    """The provider serving `model_id` for a tool that needs a `kind` model, the model checked first."""
+    if not model_id:
+        raise ToolError(EMPTY_MODEL)
+    provider = services.providers.route(CAPABILITY[kind], model_id)
+    if provider.listed_only:
+        await check_model(services, model_id, kind)
+    return provider
 
 
 async def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
@@ -27,7 +46,7 @@ async def check_model(services: Services, model_id: str, kind: KindFilter) -> Mo
     model may be newer than the list.
     """
     if not model_id:
-        raise ToolError("`model` is empty: pass a model id from `list_models`, or leave it out for the default.")
+        raise ToolError(EMPTY_MODEL)
     catalogue: Catalogue = await services.catalogue.get()
     entry = catalogue.find(model_id)
     if entry is not None and is_kind(entry, kind):
