@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
 from .image_jobs import ImageJob, JobStatus
-from .image_sources import ImageInputError, load_image
+from .image_sources import ImageInputError, LoadedImage, load_image
 from .images import (
     ImageDecodeError,
     ImageTooLarge,
@@ -268,29 +268,34 @@ async def images_result(
     )
 
 
+ImageArgument = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=(
+            "The image: a local file path (e.g. /home/me/cat.png or C:\\Users\\me\\cat.jpg), a file:// URI, "
+            "an http(s) URL, a data:image/...;base64, URI, raw base64, or the onlysq://images/... URI of an "
+            "image `generate_image` made. PNG, JPEG, WebP or GIF."
+        ),
+    ),
+]
+
+Question = Annotated[
+    str,
+    Field(min_length=1, max_length=10_000, description="What to ask about the image."),
+]
+
+VisionModel = Annotated[
+    str | None,
+    Field(description="Vision model id from `list_models` (kind `vision`, the Gemini family). Default: the server's."),
+]
+
+
 async def describe_image(
-    image: Annotated[
-        str,
-        Field(
-            min_length=1,
-            description=(
-                "The image: a local file path (e.g. /home/me/cat.png or C:\\Users\\me\\cat.jpg), a file:// URI, "
-                "an http(s) URL, a data:image/...;base64, URI, raw base64, or the onlysq://images/... URI of an "
-                "image `generate_image` made. PNG, JPEG, WebP or GIF."
-            ),
-        ),
-    ],
+    image: ImageArgument,
     ctx: Context,
-    question: Annotated[
-        str,
-        Field(min_length=1, max_length=10_000, description="What to ask about the image."),
-    ] = DEFAULT_QUESTION,
-    model: Annotated[
-        str | None,
-        Field(
-            description="Vision model id from `list_models` (kind `vision`, the Gemini family). Default: the server's."
-        ),
-    ] = None,
+    question: Question = DEFAULT_QUESTION,
+    model: VisionModel = None,
 ) -> Annotated[CallToolResult, DescribeImageOutput]:
     """Answer a question about an image with a vision model: describe it, read its text, compare details.
 
@@ -302,37 +307,11 @@ async def describe_image(
     if not question.strip():
         raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
     model_id = (model or settings.onlysq_vision_model).strip()
-    try:
-        loaded = await load_image(image, store=services.store, http=services.downloads, policy=services.input_policy)
-    except ImageInputError as exc:
-        raise ToolError(f"Cannot use `image`: {exc}") from None
-    max_pixels = settings.onlysq_mcp_max_input_pixels
-    try:
-        size = await anyio.to_thread.run_sync(measure, loaded.data, max_pixels)
-    except ImageTooLarge as exc:
-        raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
-    except ImageDecodeError:
-        raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
+    loaded, size = await image_to_describe(services, image)
     provider = await provider_for(services, "vision", model_id)
-
-    data, mime, downscaled = loaded.data, loaded.mime, False
-    too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes
-    # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
-    if too_big or mime not in VISION_INPUT_TYPES:
-        try:
-            smaller = await services.decodes.run(
-                decode_cost(loaded.data),
-                lambda: shrink(
-                    loaded.data,
-                    max_side=settings.onlysq_mcp_vision_max_side,
-                    max_bytes=settings.onlysq_mcp_vision_max_bytes,
-                    max_pixels=max_pixels,
-                ),
-            )
-        except ImageDecodeError:
-            raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
-        data, mime, downscaled = smaller.data, smaller.mime, True
-
+    sent = await vision_copy(services, loaded, size)
+    downscaled = sent is not None
+    data, mime = (sent.data, sent.mime) if sent else (loaded.data, loaded.mime)
     result = await provider.chat(
         model_id,
         [Turn("user", question)],
@@ -353,6 +332,42 @@ async def describe_image(
         content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
         structured_content=output.model_dump(mode="json"),
     )
+
+
+async def image_to_describe(services: Services, image: str) -> tuple[LoadedImage, tuple[int, int]]:
+    """The caller's image and its size in pixels, refused with a tool error when unusable."""
+    try:
+        loaded = await load_image(image, store=services.store, http=services.downloads, policy=services.input_policy)
+    except ImageInputError as exc:
+        raise ToolError(f"Cannot use `image`: {exc}") from None
+    try:
+        size = await anyio.to_thread.run_sync(measure, loaded.data, services.settings.onlysq_mcp_max_input_pixels)
+    except ImageTooLarge as exc:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
+    except ImageDecodeError:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
+    return loaded, size
+
+
+async def vision_copy(services: Services, loaded: LoadedImage, size: tuple[int, int]) -> Reencoded | None:
+    """A smaller or still copy to send instead of the image, or None when the image goes as it is."""
+    settings = services.settings
+    too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(loaded.data) > settings.onlysq_mcp_vision_max_bytes
+    # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
+    if not too_big and loaded.mime in VISION_INPUT_TYPES:
+        return None
+    try:
+        return await services.decodes.run(
+            decode_cost(loaded.data),
+            lambda: shrink(
+                loaded.data,
+                max_side=settings.onlysq_mcp_vision_max_side,
+                max_bytes=settings.onlysq_mcp_vision_max_bytes,
+                max_pixels=settings.onlysq_mcp_max_input_pixels,
+            ),
+        )
+    except ImageDecodeError:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
 
 
 class GenerationProgress:

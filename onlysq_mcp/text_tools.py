@@ -50,45 +50,58 @@ class ModelList(BaseModel):
     models: list[ModelEntry]
 
 
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description=f"The message to send to the model (the newest user turn). At most {MAX_PROMPT_CHARS:,} characters.",
+    ),
+]
+
+SystemPrompt = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="Optional instructions for the model (a system prompt), e.g. 'Answer in one sentence.'",
+    ),
+]
+
+EarlierTurns = Annotated[
+    list[ChatTurn] | None,
+    Field(
+        max_length=MAX_TURNS,
+        description=(
+            "Optional earlier turns of the conversation, oldest first, to continue it; "
+            f"`prompt` is appended as the newest user turn. At most {MAX_TURNS} turns."
+        ),
+    ),
+]
+
+ChatModel = Annotated[
+    str | None,
+    Field(description="Chat model id from `list_models` (kind `chat`). Default: the server's chat model."),
+]
+
+Temperature = Annotated[
+    float | None,
+    Field(ge=0, le=2, description="Sampling temperature 0–2; lower is more focused. Default: the model's own."),
+]
+
+MaxTokens = Annotated[
+    int | None,
+    Field(ge=1, le=100_000, description="Upper bound on the reply length in tokens. Default: the model's own."),
+]
+
+
 async def chat(
-    prompt: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=MAX_PROMPT_CHARS,
-            description=f"The message to send to the model (the newest user turn). At most {MAX_PROMPT_CHARS:,} characters.",
-        ),
-    ],
+    prompt: Prompt,
     ctx: Context,
-    system: Annotated[
-        str | None,
-        Field(
-            max_length=MAX_PROMPT_CHARS,
-            description="Optional instructions for the model (a system prompt), e.g. 'Answer in one sentence.'",
-        ),
-    ] = None,
-    messages: Annotated[
-        list[ChatTurn] | None,
-        Field(
-            max_length=MAX_TURNS,
-            description=(
-                "Optional earlier turns of the conversation, oldest first, to continue it; "
-                f"`prompt` is appended as the newest user turn. At most {MAX_TURNS} turns."
-            ),
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        Field(description="Chat model id from `list_models` (kind `chat`). Default: the server's chat model."),
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        Field(ge=0, le=2, description="Sampling temperature 0–2; lower is more focused. Default: the model's own."),
-    ] = None,
-    max_tokens: Annotated[
-        int | None,
-        Field(ge=1, le=100_000, description="Upper bound on the reply length in tokens. Default: the model's own."),
-    ] = None,
+    system: SystemPrompt = None,
+    messages: EarlierTurns = None,
+    model: ChatModel = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
 ) -> Annotated[CallToolResult, ChatOutput]:
     """Ask an OnlySq chat model (GPT, Gemini, Claude, DeepSeek, Llama, Qwen, ...) and get its text reply.
 

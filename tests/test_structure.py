@@ -94,3 +94,20 @@ def test_relative_imports_resolve_to_modules():
 def test_every_tool_is_a_module_level_function(tool):
     assert tool.fn.__qualname__ == tool.name, "a tool defined inside another function"
     assert tool.description and tool.title
+
+
+def long_functions(limit: int) -> list[str]:
+    """Functions of the package longer than `limit` lines, from the `def` line to the last line."""
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit:
+                    found.append(f"{name}.{node.name}: {length} lines")
+    return found
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    assert long_functions(MAX_FUNCTION_LINES) == []
+    assert long_functions(40), "the measure finds nothing at all"
