@@ -51,17 +51,11 @@ logger = logging.getLogger(__name__)
 # 2025-11-25 and show these messages; the SDK still delivers them where the protocol allows.
 warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
 
-INSTRUCTIONS = """\
-Tools backed by the OnlySq AI API (many chat models, image generation) and, when configured, Yandex AI Studio.
-- `chat`: ask another language model (GPT, Gemini, Claude, DeepSeek, Llama, ...) for text: a second opinion,
-  a translation, a draft. Pass earlier turns in `messages` to continue a conversation.
-- `generate_image`: make pictures from a text description (OnlySq `flux` by default; Yandex models when
-  configured). Images are saved on the server and returned inline or as previews with resource links.
-- `describe_image`: have a vision model look at an image (file path, URL, data URI, or a generated image's
-  onlysq://images/... URI) and answer a question about it.
-- `list_models`: find model ids before choosing `model` for another tool; filter by kind or text.
-- Model ids must come from `list_models`; unknown ids are refused with suggestions.
-"""
+INSTRUCTIONS = (
+    "Tools backed by the OnlySq AI API (many chat models, image generation) and, when configured, Yandex AI Studio.\n"
+    + tools.tool_guide()
+    + "- Model ids must come from `list_models`; unknown ids are refused with suggestions.\n"
+)
 
 
 class OnlySqServer(MCPServer[Services]):

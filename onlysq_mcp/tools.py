@@ -23,6 +23,8 @@ class Tool:
     fn: Callable[..., Any]
     title: str
     annotations: ToolAnnotations
+    # Its line in the server's instructions: when to pick this tool.
+    guide: str
 
     @property
     def name(self) -> str:
@@ -41,11 +43,39 @@ def hints(*, read_only: bool, idempotent: bool) -> ToolAnnotations:
 
 
 TOOLS: tuple[Tool, ...] = (
-    Tool(chat, "Chat with an OnlySq model", hints(read_only=True, idempotent=False)),
-    Tool(list_models, "List available models", hints(read_only=True, idempotent=True)),
-    Tool(generate_image, "Generate images", hints(read_only=False, idempotent=False)),
-    Tool(describe_image, "Describe an image", hints(read_only=True, idempotent=False)),
+    Tool(
+        chat,
+        "Chat with an OnlySq model",
+        hints(read_only=True, idempotent=False),
+        "ask another language model (GPT, Gemini, Claude, DeepSeek, Llama, ...) for text: a second opinion,\n"
+        "  a translation, a draft. Pass earlier turns in `messages` to continue a conversation.",
+    ),
+    Tool(
+        generate_image,
+        "Generate images",
+        hints(read_only=False, idempotent=False),
+        "make pictures from a text description (OnlySq `flux` by default; Yandex models when\n"
+        "  configured). Images are saved on the server and returned inline or as previews with resource links.",
+    ),
+    Tool(
+        describe_image,
+        "Describe an image",
+        hints(read_only=True, idempotent=False),
+        "have a vision model look at an image (file path, URL, data URI, or a generated image's\n"
+        "  onlysq://images/... URI) and answer a question about it.",
+    ),
+    Tool(
+        list_models,
+        "List available models",
+        hints(read_only=True, idempotent=True),
+        "find model ids before choosing `model` for another tool; filter by kind or text.",
+    ),
 )
+
+
+def tool_guide() -> str:
+    """One line per tool for the server's instructions, in the order of `TOOLS`."""
+    return "".join(f"- `{tool.name}`: {tool.guide}\n" for tool in TOOLS)
 
 
 def register(server: MCPServer[Any]) -> None:

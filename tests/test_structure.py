@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
 from onlysq_mcp.tools import TOOLS
 
@@ -111,3 +112,12 @@ def long_functions(limit: int) -> list[str]:
 def test_no_function_is_longer_than_sixty_lines():
     assert long_functions(MAX_FUNCTION_LINES) == []
     assert long_functions(40), "the measure finds nothing at all"
+
+
+@pytest.mark.anyio
+async def test_the_server_serves_the_tools_list_in_its_order(server):
+    async with Client(server) as client:
+        listed = await client.list_tools()
+    assert [tool.name for tool in listed.tools] == [tool.name for tool in TOOLS]
+    for tool in TOOLS:
+        assert f"- `{tool.name}`: {tool.guide}\n" in server.instructions
