@@ -1,4 +1,4 @@
-"""The image tools: `generate_image` (OnlySq ImaGen or Yandex AI Studio) and `describe_image` (vision).
+"""The image tools: `generate_image` (by the provider of the model) and `describe_image` (vision).
 
 Generated images are saved exactly as received, offered as resources, and inlined only within the
 result budget (a downscaled preview when the originals would not fit).
@@ -34,7 +34,7 @@ from .images import (
     shrink,
     sniff_mime,
 )
-from .providers.base import InlineImage, Provider, ProviderName, Turn
+from .providers.base import ImageLimits, InlineImage, Provider, ProviderName, Turn
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
@@ -127,7 +127,7 @@ async def generate_image(
     originals are too big for one tool result. Takes seconds to a minute.
     """
     services = services_of(ctx)
-    order = await image_order(services, prompt, model, aspect_ratio, seed)
+    order = await image_order(services, prompt, model, aspect_ratio, seed, count)
     run = ImageRun(services, ctx, order)
     job = services.jobs.start(count, run.produce)
     await wait_for_images(ctx, job, services.settings.onlysq_mcp_image_wait)
@@ -158,7 +158,7 @@ class ImageOrder:
 
 
 async def image_order(
-    services: Services, prompt: str, model: str | None, aspect_ratio: str, seed: int | None
+    services: Services, prompt: str, model: str | None, aspect_ratio: str, seed: int | None, count: int
 ) -> ImageOrder:
     if not prompt.strip():
         raise ToolError("`prompt` is empty: describe the picture to generate.")
@@ -168,12 +168,26 @@ async def image_order(
         raise ToolError(str(exc)) from None
     model_id = (model or services.settings.onlysq_image_model).strip()
     provider = await provider_for(services, "image", model_id)
-    notes = []
     limits = provider.image_limits
-    if seed is not None and limits is not None and not limits.seed:
+    assert limits is not None  # every provider offering images declares them (tests/test_providers.py)
+    if problem := beyond_limits(limits, prompt, aspect_ratio, count):
+        raise ToolError(f"{provider.title} cannot take this request: {problem}.")
+    notes = []
+    if seed is not None and not limits.seed:
         notes.append(f"`seed` was ignored: {provider.title}'s image API does not take one.")
         seed = None
     return ImageOrder(provider, model_id, prompt, aspect_ratio, seed, notes)
+
+
+def beyond_limits(limits: ImageLimits, prompt: str, aspect_ratio: str, count: int) -> str | None:
+    """What in the request a provider cannot take, for one with tighter limits than the tool's schema."""
+    if len(prompt) > limits.max_prompt_chars:
+        return f"`prompt` is {len(prompt):,} characters, at most {limits.max_prompt_chars:,} are allowed"
+    if aspect_ratio not in limits.ratios:
+        return f"`aspect_ratio` must be one of {', '.join(sorted(limits.ratios))}"
+    if count > limits.max_count:
+        return f"`count` must be at most {limits.max_count}"
+    return None
 
 
 class ImageRun:

@@ -23,6 +23,8 @@ def no_upstream(*args: Any) -> Any:
 def test_the_provider_field_names_exactly_the_registered_providers():
     assert get_args(ProviderName) == tuple(kind.name for kind in PROVIDERS)
     assert len({kind.name for kind in PROVIDERS}) == len(PROVIDERS)
+    for kind in PROVIDERS:
+        assert ("images" in kind.offers) == (kind.image_limits is not None), kind.name
 
 
 def test_models_are_routed_by_claim_then_to_the_default(make_settings):
@@ -78,3 +80,16 @@ async def test_onlysq_sends_neutral_turns_and_an_image_in_its_own_format():
         },
     ]
     assert reply.usage == {"total_tokens": 3}  # counts only
+
+
+def test_a_request_beyond_a_providers_image_limits_is_named():
+    from onlysq_mcp.image_tools import beyond_limits
+    from onlysq_mcp.providers.base import ImageLimits
+
+    tight = ImageLimits(max_prompt_chars=10, ratios=frozenset({"1:1", "16:9"}), max_count=2, seed=False)
+    assert beyond_limits(tight, "a cat", "16:9", 2) is None
+    assert beyond_limits(tight, "a" * 11, "1:1", 1) == "`prompt` is 11 characters, at most 10 are allowed"
+    assert beyond_limits(tight, "a cat", "4:3", 1) == "`aspect_ratio` must be one of 16:9, 1:1"
+    assert beyond_limits(tight, "a cat", "1:1", 3) == "`count` must be at most 2"
+    for kind in PROVIDERS:  # the tool's schema asks nothing of today's providers that they cannot take
+        assert kind.image_limits is None or beyond_limits(kind.image_limits, "x" * 32_000, "9:21", 4) is None
