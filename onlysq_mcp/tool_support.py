@@ -14,19 +14,15 @@ from .services import Services
 
 # Progress while a reply streams in: the first piece at once, then at most this often.
 PROGRESS_INTERVAL = 0.25
-
-
 EMPTY_MODEL = "`model` is empty: pass a model id from `list_models`, or leave it out for the default."
 ModelKind = Literal["chat", "vision", "image"]
+# The capability a tool needs of a provider, by the kind of model it takes.
+CAPABILITY: dict[ModelKind, Capability] = {"chat": "chat", "vision": "vision", "image": "images"}
 
 
 def services_of(ctx: Context) -> Services:
     """The services of this server run: the lifespan context (`services.Runtime.run`)."""
     return cast(Services, ctx.request_context.lifespan_context)
-
-
-# The capability a tool needs of a provider, by the kind of model it takes.
-CAPABILITY: dict[ModelKind, Capability] = {"chat": "chat", "vision": "vision", "image": "images"}
 
 
 async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Provider:
