@@ -1,17 +1,14 @@
-"""The model catalogue: what the upstreams offer, cached, with a fallback when OnlySq cannot be reached.
+"""The model catalogue: what the providers offer, cached, with a fallback when a live list cannot be had.
 
-Sources, best first: the live `GET /ai/models` (reused for `onlysq_mcp_models_cache_ttl` seconds), the
-last good live copy, and the catalogue bundled in the package (`data/models.json`, built from the
-OnlySq documentation). Yandex image models are added when Yandex is configured.
+Sources, best first: the providers' live lists (reused for `onlysq_mcp_models_cache_ttl` seconds), the
+last good live copy, and the lists the providers ship with the server (`Provider.fallback_models`).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import time
-from importlib import resources
 from typing import Literal
 
 import anyio
@@ -19,36 +16,15 @@ import anyio.abc
 from pydantic import BaseModel, Field
 
 from .errors import UpstreamError
-from .onlysq import ModelInfo, ModelsResponse, OnlySqClient
+from .providers.base import ModelEntry
+from .providers.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["chat", "image", "sound"]
 KindFilter = Literal["chat", "image", "vision", "all"]
 
-# The documents state vision for the Gemini family only; the catalogue has no vision flag.
-VISION_PREFIXES = ("gemini",)
 # After a failed fetch, the fallback is served for this long before the next try.
 FAILURE_TTL = 30.0
-
-YANDEX_IMAGE_MODELS: dict[str, str] = {
-    "aliceai-image-art-3.0": "Alice AI Image Art 3.0: Yandex's current text-to-image model; returns JPEG.",
-    "yandex-art": "YandexART: the earlier Yandex image model, being retired.",
-}
-
-
-class ModelEntry(BaseModel):
-    id: str = Field(description="Model id to pass as `model` to the tools.")
-    provider: Literal["onlysq", "yandex"] = Field(description="Which upstream serves it.")
-    kind: Kind = Field(description="`chat` (text), `image` (generation) or `sound`.")
-    vision: bool = Field(description="Accepts images in chat, so `describe_image` can use it.")
-    name: str
-    description: str
-    owner: str | None = Field(None, description="Who made the model.")
-    status: str | None = Field(None, description="`work` (stable) or `beta`, as the upstream reports.")
-    streaming: bool | None = None
-    tools: bool | None = None
-    thinking: bool | None = None
 
 
 class Catalogue(BaseModel):
@@ -84,50 +60,6 @@ def is_kind(model: ModelEntry, kind: KindFilter) -> bool:
     return kind == "all" or model.kind == kind
 
 
-def entries_from(response: ModelsResponse) -> list[ModelEntry]:
-    return [_entry(model_id, info) for model_id, info in response.models.items()]
-
-
-def _entry(model_id: str, info: ModelInfo) -> ModelEntry:
-    modality = (info.modality or "text").lower()
-    kind: Kind = "image" if modality == "image" else "sound" if modality == "sound" else "chat"
-    return ModelEntry(
-        id=model_id,
-        provider="onlysq",
-        kind=kind,
-        vision=kind == "chat" and model_id.lower().startswith(VISION_PREFIXES),
-        name=info.name or model_id,
-        description=info.description or "",
-        owner=info.owner,
-        status=info.status,
-        streaming=info.can_stream,
-        tools=info.can_tools,
-        thinking=info.can_think,
-    )
-
-
-def yandex_entries() -> list[ModelEntry]:
-    return [
-        ModelEntry(
-            id=model_id,
-            provider="yandex",
-            kind="image",
-            vision=False,
-            name=model_id,
-            description=text,
-            owner="yandex",
-            status="work",
-            streaming=False,
-        )
-        for model_id, text in YANDEX_IMAGE_MODELS.items()
-    ]
-
-
-def load_bundled() -> list[ModelEntry]:
-    text = resources.files("onlysq_mcp").joinpath("data/models.json").read_text(encoding="utf-8")
-    return entries_from(ModelsResponse.model_validate(json.loads(text)))
-
-
 class _Fetch:
     """One fetch of the live catalogue, shared by every caller that arrives while it runs."""
 
@@ -139,20 +71,17 @@ class _Fetch:
 class CatalogueCache:
     """Serves the catalogue from memory while it is fresh; one fetch at a time refreshes it.
 
-    Tool calls check their model against the catalogue, so a slow or failing `/ai/models` must not slow
+    Tool calls check their model against the catalogue, so a slow or failing live list must not slow
     them: the fetch has its own short time limit, every caller waits on the same one, and after a failure
     the fallback is served at once for `FAILURE_TTL` seconds instead of trying again on every call.
     """
 
-    def __init__(
-        self, client: OnlySqClient, ttl: float, *, timeout: float, tasks: anyio.abc.TaskGroup, include_yandex: bool
-    ) -> None:
-        self._client = client
+    def __init__(self, providers: Registry, ttl: float, *, timeout: float, tasks: anyio.abc.TaskGroup) -> None:
+        self._providers = providers
         self._ttl = ttl
         self._timeout = timeout
         # The fetch runs here, not in the caller: a caller that is cancelled must not cancel it for the others.
         self._tasks = tasks
-        self._extra = yandex_entries() if include_yandex else []
         self._live: Catalogue | None = None
         self._fetched_at = 0.0
         self._failure: str | None = None
@@ -191,7 +120,7 @@ class CatalogueCache:
         reason = f"no answer within {self._timeout:g}s (ONLYSQ_MCP_MODELS_TIMEOUT)"
         with anyio.move_on_after(self._timeout):
             try:
-                response = await self._client.list_models()
+                entries = await self._providers.catalogue_entries()
             except UpstreamError as exc:
                 reason = str(exc)
             except Exception:
@@ -199,7 +128,7 @@ class CatalogueCache:
                 logger.exception("fetching the model catalogue failed unexpectedly")
                 reason = "an unexpected error on this server (see its log)"
             else:
-                self._live = Catalogue(source="live", models=entries_from(response) + self._extra)
+                self._live = Catalogue(source="live", models=entries)
                 self._fetched_at = time.monotonic()
                 self._failure = None
                 return self._live
@@ -216,4 +145,4 @@ class CatalogueCache:
             f"The live catalogue could not be fetched ({reason}); showing the catalogue bundled with this "
             "server, which may list models the service no longer offers."
         )
-        return Catalogue(source="bundled", note=note, models=load_bundled() + self._extra)
+        return Catalogue(source="bundled", note=note, models=self._providers.fallback_entries())

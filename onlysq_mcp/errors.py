@@ -8,11 +8,15 @@ from __future__ import annotations
 
 
 class UpstreamError(Exception):
-    """An upstream call failed; `str(error)` is safe to show to the caller."""
+    """An upstream call failed; `str(error)` is safe to show to the caller.
 
-    def __init__(self, upstream: str, message: str) -> None:
+    `retry_after` is the wait in seconds the upstream asked for (`Retry-After`), when it named one.
+    """
+
+    def __init__(self, upstream: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{upstream}: {message}")
         self.upstream = upstream
+        self.retry_after = retry_after
 
 
 class UpstreamAuthError(UpstreamError):
@@ -21,10 +25,6 @@ class UpstreamAuthError(UpstreamError):
 
 class UpstreamRateLimited(UpstreamError):
     """The upstream asked us to slow down (429) and kept doing so through every retry."""
-
-    def __init__(self, upstream: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(upstream, message)
-        self.retry_after = retry_after
 
 
 class UpstreamRejected(UpstreamError):
@@ -45,3 +45,7 @@ class UpstreamBadResponse(UpstreamError):
 
 class GenerationFailed(UpstreamError):
     """The upstream reported that the generation itself failed (e.g. `finish_reason: error`)."""
+
+
+class ProviderNotConfigured(Exception):
+    """A model belongs to a provider this server has no credentials for; `str(error)` says which to set."""

@@ -1,4 +1,4 @@
-"""The image tools: `generate_image` (OnlySq ImaGen or Yandex AI Studio) and `describe_image` (vision).
+"""The image tools: `generate_image` (by the provider of the model) and `describe_image` (vision).
 
 Generated images are saved exactly as received, offered as resources, and inlined only within the
 result budget (a downscaled preview when the originals would not fit).
@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel, Field
 
-from .catalogue import YANDEX_IMAGE_MODELS
+from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
-from .image_jobs import JOB_PREFIX, ImageJob, JobStatus
-from .image_sources import ImageInputError, load_image
+from .image_jobs import ImageJob, JobStatus
+from .image_sources import ImageInputError, LoadedImage, load_image
 from .images import (
     ImageDecodeError,
     ImageTooLarge,
@@ -33,18 +34,13 @@ from .images import (
     shrink,
     sniff_mime,
 )
-from .onlysq import UPSTREAM as ONLYSQ
-from .onlysq import ImagePart, ImageURL, Message, TextPart
+from .providers.base import ImageLimits, InlineImage, Provider, ProviderName, Turn
+from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tools import StreamProgress, check_model, client_log, tool, upstream_errors
+from .tool_support import StreamProgress, provider_for, services_of
 from .upstream import OnRetry
-from .yandex import UPSTREAM as YANDEX
 
-if TYPE_CHECKING:
-    from .server import Runtime
-
-T = TypeVar("T")
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 HEARTBEAT_SECONDS = 5.0
@@ -52,13 +48,8 @@ POLL_SECONDS = 0.1
 SLOW_SECONDS = 20.0
 VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
-UPSTREAMS = {"onlysq": ONLYSQ, "yandex": YANDEX}
 DEFAULT_QUESTION = "Describe this image in detail."
 UNDECODABLE = "cannot be decoded: it is corrupt or truncated"
-# Decodes run together only while their estimated memory fits DECODE_BUDGET (one always may run), and at
-# most MAX_DECODES threads at once: a burst of big images queues instead of multiplying the peak.
-DECODE_BUDGET = 256 * 1024 * 1024
-MAX_DECODES = 4
 
 
 class ImageFile(BaseModel):
@@ -79,7 +70,7 @@ class ImageFile(BaseModel):
 
 
 class GenerateImageOutput(BaseModel):
-    provider: Literal["onlysq", "yandex"]
+    provider: ProviderName
     model: str
     prompt: str
     aspect_ratio: str
@@ -103,292 +94,294 @@ class DescribeImageOutput(BaseModel):
     )
 
 
-def register(server: MCPServer, runtime: Runtime) -> None:
-    decodes = DecodeBudget(DECODE_BUDGET, MAX_DECODES)
-
-    @tool(
-        server,
-        title="Generate images",
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+async def generate_image(
+    prompt: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_IMAGE_PROMPT,
+            description="What the picture should show: subject, style, composition, lighting. English works best.",
         ),
-    )
-    async def generate_image(
-        prompt: Annotated[
-            str,
-            Field(
-                min_length=1,
-                max_length=MAX_IMAGE_PROMPT,
-                description="What the picture should show: subject, style, composition, lighting. English works best.",
-            ),
-        ],
-        ctx: Context,
-        model: Annotated[
-            str | None,
-            Field(
-                description=(
-                    "Image model id from `list_models` (kind `image`), e.g. `flux` (OnlySq), or a Yandex model "
-                    "such as `aliceai-image-art-3.0` or a full `art://<folder>/<model>` URI. Default: the server's."
-                )
-            ),
-        ] = None,
-        aspect_ratio: Annotated[AspectRatio, Field(description="Width:height of the picture.")] = "1:1",
-        count: Annotated[int, Field(ge=1, le=4, description="How many images, 1–4 (generated concurrently).")] = 1,
-        seed: Annotated[
-            int | None,
-            Field(ge=0, le=2**32 - 1, description="Optional seed for repeatable results (OnlySq models only)."),
-        ] = None,
-    ) -> Annotated[CallToolResult, GenerateImageOutput]:
-        """Generate pictures from a text description and return them as images.
-
-        Every image is saved in full on the server's disk and offered as a resource (the result has
-        its URI and path); the result itself carries the images inline, or downscaled previews when the
-        originals are too big for one tool result. Takes seconds to a minute.
-        """
-        services = runtime.services
-        settings = services.settings
-        if not prompt.strip():
-            raise ToolError("`prompt` is empty: describe the picture to generate.")
-        try:
-            services.store.ensure_writable()
-        except OSError as exc:
-            raise ToolError(str(exc)) from None
-        model_id = (model or settings.onlysq_image_model).strip()
-        notes: list[str] = []
-        generate: Callable[[ImageJob], Awaitable[bytes]]
-        if model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS:
-            if services.yandex is None:
-                raise ToolError(
-                    f"`{model_id}` is a Yandex AI Studio model, and Yandex is not configured: set YANDEX_API_KEY "
-                    "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or use an OnlySq model such as `flux`."
-                )
-            provider: Literal["onlysq", "yandex"] = "yandex"
-            if seed is not None:
-                notes.append("`seed` was ignored: Yandex's image API does not take one.")
-            yandex = services.yandex
-
-            def generate(job: ImageJob) -> Awaitable[bytes]:
-                return yandex.generate_image(model_id, prompt, aspect_ratio, on_retry=while_attached(job, ctx))
-        else:
-            provider = "onlysq"
-            await check_model(runtime, model_id, "image")
-
-            def generate(job: ImageJob) -> Awaitable[bytes]:
-                return services.onlysq.generate_image(
-                    model_id, prompt, aspect_ratio, seed=seed, on_retry=while_attached(job, ctx)
-                )
-
-        # Listed for this caller's session only: other sessions must not see its images or prompts.
-        shelf = services.session_images.shelf(ctx.session)
-        max_pixels = settings.onlysq_mcp_max_input_pixels
-        # Images received but not written (a full disk): this call's result is the only place left for them.
-        unsaved: list[tuple[bytes, str]] = []
-
-        async def produce(job: ImageJob) -> None:
-            try:
-                data = await generate(job)
-                mime = await anyio.to_thread.run_sync(upstream_image, data, UPSTREAMS[provider], max_pixels)
-            except (UpstreamError, OSError) as exc:
-                job.failures.append(str(exc))
-                return
-            try:
-                image = services.store.save(data, mime, prompt)
-            except OSError as exc:
-                if job.detached:
-                    job.failures.append(f"an image was received but lost: {exc}")
-                else:
-                    job.failures.append(f"an image was received but not saved: {exc}")
-                    unsaved.append((data, mime))
-                return
-            job.add(image, data)
-            if shelf is not None:
-                shelf.add(image, f"{provider}/{model_id}, {aspect_ratio}")
-                # Images of a call still running are announced once it has them all (below).
-                if job.detached:
-                    await announce_list_changed(ctx, in_request=False)
-
-        job = services.jobs.start(count, produce)
-        try:
-            progress = GenerationProgress(ctx, job)
-            async with anyio.create_task_group() as group:
-                group.start_soon(progress.follow)
-                with anyio.move_on_after(settings.onlysq_mcp_image_wait):
-                    await job.finished.wait()
-                group.cancel_scope.cancel()
-            await progress.report_finished()
-        except anyio.get_cancelled_exc_class():
-            # The caller gave up before a handle was returned: nobody could collect these images.
-            job.cancel()
-            raise
-        saved = job.saved
-        job.detach()
-        if saved and shelf is not None:
-            await announce_list_changed(ctx, in_request=True)
-        if not job.finished.is_set():
-            return pending_result(job, provider, model_id, prompt, aspect_ratio, settings.onlysq_mcp_image_wait)
-        if not saved and not unsaved:
-            raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(job.failures)))
-        images = [data for _, data in saved] + [data for data, _ in unsaved]
-        delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
-        # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
-        # made one after another, so the largest image decides the memory this may take.
-        blocks, files = await decodes.run(
-            max(decode_cost(data) for data in images),
-            lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
-        )
-        output = GenerateImageOutput(
-            provider=provider,
-            model=model_id,
-            prompt=prompt,
-            aspect_ratio=aspect_ratio,
-            seconds=job.seconds,
-            images=files,
-            failures=job.failures,
-        )
-        summary = summarize(output, notes)
-        return CallToolResult(
-            content=[TextContent(type="text", text=summary), *blocks],
-            structured_content=output.model_dump(mode="json"),
-        )
-
-    @server.resource(
-        JOB_PREFIX + "{job_id}",
-        name="image-job",
-        title="Image generation job",
-        description="Status of a `generate_image` call that outlasted its wait, and its images once ready.",
-        mime_type="application/json",
-    )
-    async def image_job(job_id: str) -> str:
-        job = runtime.services.jobs.get(job_id)
-        if job is None:
-            raise ResourceNotFoundError(f"no image job `{job_id}` in this server run")
-        return job.status().model_dump_json()
-
-    @tool(
-        server,
-        title="Describe an image",
-        annotations=ToolAnnotations(
-            read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+    ],
+    ctx: Context,
+    model: Annotated[
+        str | None,
+        Field(
+            description=(
+                "Image model id from `list_models` (kind `image`), e.g. `flux` (OnlySq), or a Yandex model "
+                "such as `aliceai-image-art-3.0` or a full `art://<folder>/<model>` URI. Default: the server's."
+            )
         ),
-    )
-    async def describe_image(
-        image: Annotated[
-            str,
-            Field(
-                min_length=1,
-                description=(
-                    "The image: a local file path (e.g. /home/me/cat.png or C:\\Users\\me\\cat.jpg), a file:// URI, "
-                    "an http(s) URL, a data:image/...;base64, URI, raw base64, or the onlysq://images/... URI of an "
-                    "image `generate_image` made. PNG, JPEG, WebP or GIF."
-                ),
-            ),
-        ],
-        ctx: Context,
-        question: Annotated[
-            str,
-            Field(min_length=1, max_length=10_000, description="What to ask about the image."),
-        ] = DEFAULT_QUESTION,
-        model: Annotated[
-            str | None,
-            Field(
-                description="Vision model id from `list_models` (kind `vision`, the Gemini family). Default: the server's."
-            ),
-        ] = None,
-    ) -> Annotated[CallToolResult, DescribeImageOutput]:
-        """Answer a question about an image with a vision model: describe it, read its text, compare details.
+    ] = None,
+    aspect_ratio: Annotated[AspectRatio, Field(description="Width:height of the picture.")] = "1:1",
+    count: Annotated[int, Field(ge=1, le=4, description="How many images, 1–4 (generated concurrently).")] = 1,
+    seed: Annotated[
+        int | None,
+        Field(ge=0, le=2**32 - 1, description="Optional seed for repeatable results (OnlySq models only)."),
+    ] = None,
+) -> Annotated[CallToolResult, GenerateImageOutput]:
+    """Generate pictures from a text description and return them as images.
 
-        Use it to look at a picture you cannot see yourself, such as a file on the user's disk, an image
-        on the web, or one `generate_image` just made. Large images are downscaled before they are sent.
-        """
-        services = runtime.services
-        settings = services.settings
-        if not question.strip():
-            raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
-        model_id = (model or settings.onlysq_vision_model).strip()
-        try:
-            loaded = await load_image(
-                image, store=services.store, http=services.downloads, policy=services.input_policy
-            )
-        except ImageInputError as exc:
-            raise ToolError(f"Cannot use `image`: {exc}") from None
-        max_pixels = settings.onlysq_mcp_max_input_pixels
-        try:
-            size = await anyio.to_thread.run_sync(measure, loaded.data, max_pixels)
-        except ImageTooLarge as exc:
-            raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
-        except ImageDecodeError:
-            raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
-        await check_model(runtime, model_id, "vision")
-
-        data, mime, downscaled = loaded.data, loaded.mime, False
-        too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(data) > settings.onlysq_mcp_vision_max_bytes
-        # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
-        if too_big or mime not in VISION_INPUT_TYPES:
-            try:
-                smaller = await decodes.run(
-                    decode_cost(loaded.data),
-                    lambda: shrink(
-                        loaded.data,
-                        max_side=settings.onlysq_mcp_vision_max_side,
-                        max_bytes=settings.onlysq_mcp_vision_max_bytes,
-                        max_pixels=max_pixels,
-                    ),
-                )
-            except ImageDecodeError:
-                raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
-            data, mime, downscaled = smaller.data, smaller.mime, True
-
-        data_uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-        message = Message(role="user", content=[TextPart(text=question), ImagePart(image_url=ImageURL(url=data_uri))])
-        progress = StreamProgress(ctx)
-        with upstream_errors("describe_image"):
-            result = await services.onlysq.chat(
-                model_id, [message], on_delta=progress.on_delta, on_retry=client_log(ctx)
-            )
-        output = DescribeImageOutput(
-            answer=result.reply,
-            model=result.model,
-            source=loaded.source,
-            mime_type=loaded.mime,
-            width=size[0],
-            height=size[1],
-            downscaled=downscaled,
-        )
-        return CallToolResult(
-            content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
-            structured_content=output.model_dump(mode="json"),
-        )
-
-
-class DecodeBudget:
-    """Admits decodes in arrival order while the sum of their estimated memory fits `budget` bytes.
-
-    A decode larger than the budget runs alone; work that decodes nothing (cost 0) does not queue.
+    Every image is saved in full on the server's disk and offered as a resource (the result has
+    its URI and path); the result itself carries the images inline, or downscaled previews when the
+    originals are too big for one tool result. Takes seconds to a minute.
     """
+    services = services_of(ctx)
+    order = await image_order(services, prompt, model, aspect_ratio, seed, count)
+    run = ImageRun(services, ctx, order)
+    job = services.jobs.start(count, run.produce)
+    await wait_for_images(ctx, job, services.settings.onlysq_mcp_image_wait)
+    saved = job.saved
+    job.detach()
+    if saved and run.shelf is not None:
+        await announce_list_changed(ctx, in_request=True)
+    if not job.finished.is_set():
+        return pending_result(job, order, services.settings.onlysq_mcp_image_wait)
+    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved)
 
-    def __init__(self, budget: int, threads: int) -> None:
-        self._budget = budget
-        self._used = 0
-        self._turnstile = anyio.Lock()  # fair: the first in line is admitted first
-        self._freed: anyio.Event | None = None
-        self._threads = anyio.CapacityLimiter(threads)
 
-    async def run(self, cost: int, work: Callable[[], T]) -> T:
-        """`work()` in a worker thread, once `cost` bytes fit beside the decodes already running."""
-        if cost == 0:
-            return await anyio.to_thread.run_sync(work, limiter=self._threads)
-        async with self._turnstile:
-            while self._used and self._used + cost > self._budget:
-                self._freed = self._freed or anyio.Event()
-                await self._freed.wait()
-            self._used += cost
+@dataclass(frozen=True)
+class ImageOrder:
+    """One `generate_image` call, checked and routed to its provider."""
+
+    provider: Provider
+    model: str
+    prompt: str
+    aspect_ratio: str
+    seed: int | None
+    notes: list[str]
+
+    def generate(self, on_retry: OnRetry) -> Awaitable[bytes]:
+        return self.provider.generate_image(
+            self.model, self.prompt, self.aspect_ratio, seed=self.seed, on_retry=on_retry
+        )
+
+
+async def image_order(
+    services: Services, prompt: str, model: str | None, aspect_ratio: str, seed: int | None, count: int
+) -> ImageOrder:
+    if not prompt.strip():
+        raise ToolError("`prompt` is empty: describe the picture to generate.")
+    try:
+        services.store.ensure_writable()
+    except OSError as exc:
+        raise ToolError(str(exc)) from None
+    model_id = (model or services.settings.onlysq_image_model).strip()
+    provider = await provider_for(services, "image", model_id)
+    limits = provider.image_limits
+    assert limits is not None  # every provider offering images declares them (tests/test_providers.py)
+    if problem := beyond_limits(limits, prompt, aspect_ratio, count):
+        raise ToolError(f"{provider.title} cannot take this request: {problem}.")
+    notes = []
+    if seed is not None and not limits.seed:
+        notes.append(f"`seed` was ignored: {provider.title}'s image API does not take one.")
+        seed = None
+    return ImageOrder(provider, model_id, prompt, aspect_ratio, seed, notes)
+
+
+def beyond_limits(limits: ImageLimits, prompt: str, aspect_ratio: str, count: int) -> str | None:
+    """What in the request a provider cannot take, for one with tighter limits than the tool's schema."""
+    if len(prompt) > limits.max_prompt_chars:
+        return f"`prompt` is {len(prompt):,} characters, at most {limits.max_prompt_chars:,} are allowed"
+    if aspect_ratio not in limits.ratios:
+        return f"`aspect_ratio` must be one of {', '.join(sorted(limits.ratios))}"
+    if count > limits.max_count:
+        return f"`count` must be at most {limits.max_count}"
+    return None
+
+
+class ImageRun:
+    """Makes and keeps the images of one call; each image is one `produce` in the call's job."""
+
+    def __init__(self, services: Services, ctx: Context, order: ImageOrder) -> None:
+        self._services = services
+        self._ctx = ctx
+        self._order = order
+        # Listed for this caller's session only: other sessions must not see its images or prompts.
+        self.shelf = services.session_images.shelf(ctx.session)
+        # Images received but not written (a full disk): this call's result is the only place left for them.
+        self.unsaved: list[tuple[bytes, str]] = []
+
+    async def produce(self, job: ImageJob) -> None:
+        max_pixels = self._services.settings.onlysq_mcp_max_input_pixels
         try:
-            return await anyio.to_thread.run_sync(work, limiter=self._threads)
-        finally:
-            self._used -= cost
-            if self._freed is not None:
-                self._freed.set()
-                self._freed = None
+            data = await self._order.generate(while_attached(job, self._ctx))
+            mime = await anyio.to_thread.run_sync(upstream_image, data, self._order.provider.label, max_pixels)
+        except (UpstreamError, OSError) as exc:
+            job.failures.append(str(exc))
+            return
+        await self.keep(job, data, mime)
+
+    async def keep(self, job: ImageJob, data: bytes, mime: str) -> None:
+        order = self._order
+        try:
+            image = self._services.store.save(data, mime, order.prompt)
+        except OSError as exc:
+            if job.detached:
+                job.failures.append(f"an image was received but lost: {exc}")
+            else:
+                job.failures.append(f"an image was received but not saved: {exc}")
+                self.unsaved.append((data, mime))
+            return
+        job.add(image, data)
+        if self.shelf is not None:
+            self.shelf.add(image, f"{order.provider.name}/{order.model}, {order.aspect_ratio}")
+            # Images of a call still running are announced once it has them all (`generate_image`).
+            if job.detached:
+                await announce_list_changed(self._ctx, in_request=False)
+
+
+async def wait_for_images(ctx: Context, job: ImageJob, wait: float) -> None:
+    """Up to `wait` seconds for the job, reporting progress; the job runs on if it takes longer."""
+    try:
+        progress = GenerationProgress(ctx, job)
+        async with anyio.create_task_group() as group:
+            group.start_soon(progress.follow)
+            with anyio.move_on_after(wait):
+                await job.finished.wait()
+            group.cancel_scope.cancel()
+        await progress.report_finished()
+    except anyio.get_cancelled_exc_class():
+        # The caller gave up before a handle was returned: nobody could collect these images.
+        job.cancel()
+        raise
+
+
+async def images_result(
+    services: Services,
+    order: ImageOrder,
+    seconds: float,
+    failures: list[str],
+    saved: list[tuple[SavedImage, bytes]],
+    unsaved: list[tuple[bytes, str]],
+) -> CallToolResult:
+    if not saved and not unsaved:
+        raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
+    settings = services.settings
+    images = [data for _, data in saved] + [data for data, _ in unsaved]
+    delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+    max_pixels = settings.onlysq_mcp_max_input_pixels
+    # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
+    # made one after another, so the largest image decides the memory this may take.
+    blocks, files = await services.decodes.run(
+        max(decode_cost(data) for data in images),
+        lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
+    )
+    output = GenerateImageOutput(
+        provider=order.provider.name,
+        model=order.model,
+        prompt=order.prompt,
+        aspect_ratio=order.aspect_ratio,
+        seconds=seconds,
+        images=files,
+        failures=failures,
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=summarize(output, order.notes)), *blocks],
+        structured_content=output.model_dump(mode="json"),
+    )
+
+
+ImageArgument = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=(
+            "The image: a local file path (e.g. /home/me/cat.png or C:\\Users\\me\\cat.jpg), a file:// URI, "
+            "an http(s) URL, a data:image/...;base64, URI, raw base64, or the onlysq://images/... URI of an "
+            "image `generate_image` made. PNG, JPEG, WebP or GIF."
+        ),
+    ),
+]
+
+Question = Annotated[
+    str,
+    Field(min_length=1, max_length=10_000, description="What to ask about the image."),
+]
+
+VisionModel = Annotated[
+    str | None,
+    Field(description="Vision model id from `list_models` (kind `vision`, the Gemini family). Default: the server's."),
+]
+
+
+async def describe_image(
+    image: ImageArgument,
+    ctx: Context,
+    question: Question = DEFAULT_QUESTION,
+    model: VisionModel = None,
+) -> Annotated[CallToolResult, DescribeImageOutput]:
+    """Answer a question about an image with a vision model: describe it, read its text, compare details.
+
+    Use it to look at a picture you cannot see yourself, such as a file on the user's disk, an image
+    on the web, or one `generate_image` just made. Large images are downscaled before they are sent.
+    """
+    services = services_of(ctx)
+    settings = services.settings
+    if not question.strip():
+        raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
+    model_id = (model or settings.onlysq_vision_model).strip()
+    loaded, size = await image_to_describe(services, image)
+    provider = await provider_for(services, "vision", model_id)
+    sent = await vision_copy(services, loaded, size)
+    downscaled = sent is not None
+    data, mime = (sent.data, sent.mime) if sent else (loaded.data, loaded.mime)
+    result = await provider.chat(
+        model_id,
+        [Turn("user", question)],
+        image=InlineImage(mime, data),
+        on_delta=StreamProgress(ctx).on_delta,
+        on_retry=client_log(ctx),
+    )
+    output = DescribeImageOutput(
+        answer=result.reply,
+        model=result.model,
+        source=loaded.source,
+        mime_type=loaded.mime,
+        width=size[0],
+        height=size[1],
+        downscaled=downscaled,
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=result.reply or "(the model returned an empty answer)")],
+        structured_content=output.model_dump(mode="json"),
+    )
+
+
+async def image_to_describe(services: Services, image: str) -> tuple[LoadedImage, tuple[int, int]]:
+    """The caller's image and its size in pixels, refused with a tool error when unusable."""
+    try:
+        loaded = await load_image(image, store=services.store, http=services.downloads, policy=services.input_policy)
+    except ImageInputError as exc:
+        raise ToolError(f"Cannot use `image`: {exc}") from None
+    try:
+        size = await anyio.to_thread.run_sync(measure, loaded.data, services.settings.onlysq_mcp_max_input_pixels)
+    except ImageTooLarge as exc:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {exc}; pass a smaller image.") from None
+    except ImageDecodeError:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
+    return loaded, size
+
+
+async def vision_copy(services: Services, loaded: LoadedImage, size: tuple[int, int]) -> Reencoded | None:
+    """A smaller or still copy to send instead of the image, or None when the image goes as it is."""
+    settings = services.settings
+    too_big = max(size) > settings.onlysq_mcp_vision_max_side or len(loaded.data) > settings.onlysq_mcp_vision_max_bytes
+    # Vision models document PNG, JPEG and WebP input; a GIF goes as a still copy of its first frame.
+    if not too_big and loaded.mime in VISION_INPUT_TYPES:
+        return None
+    try:
+        return await services.decodes.run(
+            decode_cost(loaded.data),
+            lambda: shrink(
+                loaded.data,
+                max_side=settings.onlysq_mcp_vision_max_side,
+                max_bytes=settings.onlysq_mcp_vision_max_bytes,
+                max_pixels=settings.onlysq_mcp_max_input_pixels,
+            ),
+        )
+    except ImageDecodeError:
+        raise ToolError(f"Cannot use `image`: the {loaded.source} {UNDECODABLE}.") from None
 
 
 class GenerationProgress:
@@ -441,15 +434,13 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(
-    job: ImageJob, provider: Literal["onlysq", "yandex"], model: str, prompt: str, ratio: str, waited: float
-) -> CallToolResult:
+def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolResult:
     status = job.status()
     output = GenerateImageOutput(
-        provider=provider,
-        model=model,
-        prompt=prompt,
-        aspect_ratio=ratio,
+        provider=order.provider.name,
+        model=order.model,
+        prompt=order.prompt,
+        aspect_ratio=order.aspect_ratio,
         seconds=status.seconds,
         images=[],
         failures=status.failures,

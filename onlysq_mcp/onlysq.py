@@ -211,12 +211,7 @@ class OnlySqClient:
                                 await on_delta(choice.delta.content)
                         finish_reason = choice.finish_reason or finish_reason
             if bound.cancelled_caught:
-                raise UpstreamTimeout(
-                    UPSTREAM,
-                    f"the streamed answer took longer than {self._stream_timeout:g}s (ONLYSQ_MCP_STREAM_TIMEOUT) "
-                    f"and was abandoned after {sum(map(len, pieces))} characters. Ask for a shorter answer "
-                    "(e.g. a lower max_tokens), or raise the limit.",
-                )
+                raise self._stream_too_slow(sum(map(len, pieces)))
             if done:
                 # The end of the body follows [DONE]: read it, or the connection is closed rather than
                 # reused, and the next call pays a new TCP and TLS handshake.
@@ -237,6 +232,14 @@ class OnlySqClient:
                 "the partial answer is not returned. Try again.",
             )
         return ChatResult(model=served_model, reply="".join(pieces), finish_reason=finish_reason or "stop", usage=usage)
+
+    def _stream_too_slow(self, received: int) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            UPSTREAM,
+            f"the streamed answer took longer than {self._stream_timeout:g}s (ONLYSQ_MCP_STREAM_TIMEOUT) "
+            f"and was abandoned after {received} characters. Ask for a shorter answer "
+            "(e.g. a lower max_tokens), or raise the limit.",
+        )
 
     def _parse_chunk(self, data: str, received: int) -> ChatChunk:
         try:

@@ -18,7 +18,6 @@ from mcp_types import Resource, ResourceListChangedNotification
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .images import SavedImage
-from .tools import connection_of
 
 # A session lists its newest images only; older ones stay readable at their URIs.
 KEEP_LISTED = 1000
@@ -52,6 +51,11 @@ class Shelf:
         chunk = list(islice(self.resources, skip, skip + size))
         end = first + skip + len(chunk)
         return chunk, end if end < self.added else None
+
+
+def connection_of(session: object) -> object:
+    # The SDK hands out one session object per request; the connection behind it is what a session is.
+    return getattr(session, "_connection", session)
 
 
 class SessionImages:

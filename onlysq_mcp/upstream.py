@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -297,15 +298,16 @@ class Upstream:
         self, failure: UpstreamError, attempts: int, elapsed: float, retry_after: float | None
     ) -> UpstreamError:
         tries = "1 try" if attempts == 1 else f"{attempts} tries"
-        advice = (
-            f"the upstream asked to wait {retry_after:g}s, longer than this call can wait"
-            if retry_after is not None and retry_after > MAX_SINGLE_WAIT
-            else "try again in a minute, or pick another model"
-        )
+        if retry_after is None:
+            advice = "try again in a minute, or pick another model"
+        else:
+            longer = ", longer than this call can wait" if retry_after > MAX_SINGLE_WAIT else ""
+            # Whole seconds, never "0 s": the caller's next try is a new call anyway.
+            advice = (
+                f"the upstream asked to wait {retry_after:g}s{longer}: try again in {max(1, math.ceil(retry_after))} s"
+            )
         message = f"{str(failure).removeprefix(self.name + ': ')}; gave up after {tries} in {elapsed:.1f}s: {advice}."
-        if isinstance(failure, UpstreamRateLimited):
-            return UpstreamRateLimited(self.name, message, failure.retry_after)
-        return type(failure)(self.name, message)
+        return type(failure)(self.name, message, retry_after)
 
     def error_detail(self, response: Body) -> str:
         """The upstream's own words about the failure, shortened and scrubbed of secrets."""

@@ -174,6 +174,28 @@ async def test_chat_honours_retry_after_and_reports_giving_up(make_settings, ups
     assert calls[1].time - calls[0].time >= 0.9
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "retries", "expected"),
+    [
+        ("30", 0, "the upstream asked to wait 30s: try again in 30 s."),
+        ("0", 0, "the upstream asked to wait 0s: try again in 1 s."),
+        ("120", 3, "the upstream asked to wait 120s, longer than this call can wait: try again in 120 s."),
+        (None, 0, "try again in a minute, or pick another model."),
+    ],
+)
+async def test_a_rate_limit_error_says_when_to_try_again(make_settings, upstream, retry_after, retries, expected):
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_RETRIES=retries))
+    upstream.add_fault("/ai/v2", "status", status=429, retry_after=retry_after)
+    async with Client(server) as client:
+        result = await client.call_tool("chat", {"prompt": "busy"})
+    assert result.is_error
+    assert text_of(result).startswith("Error executing tool chat: OnlySq: rate limited (HTTP 429"), text_of(result)
+    assert text_of(result).endswith(expected), text_of(result)
+    assert len(upstream.requests_to("/ai/v2")) == 1
+
+
 async def test_bad_request_is_not_retried(server, upstream):
     upstream.add_fault("/ai/v2", "status", status=400, times=5)
     async with Client(server) as client:

@@ -195,7 +195,7 @@ async def test_decode_budget_keeps_estimated_memory_within_bounds():
     import threading
     import time
 
-    from onlysq_mcp.image_tools import DecodeBudget
+    from onlysq_mcp.decoding import DecodeBudget
 
     budget = DecodeBudget(100, threads=8)
     lock = threading.Lock()

@@ -54,7 +54,9 @@ def test_installed_wheel_loads_its_bundled_catalogue(dist, tmp_path):
         check=True,
         timeout=120,
     )
-    code = "import onlysq_mcp, onlysq_mcp.catalogue as c; print(onlysq_mcp.__file__); print(len(c.load_bundled()))"
+    code = (
+        "import onlysq_mcp, onlysq_mcp.providers.onlysq as c; print(onlysq_mcp.__file__); print(len(c.load_bundled()))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "PYTHONPATH": str(target)},

@@ -21,8 +21,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from PIL import Image
 
+from onlysq_mcp.client_log import client_log
 from onlysq_mcp.server import app_factory
-from onlysq_mcp.tools import client_log
 from tests.helpers import (
     YANDEX_FOLDER,
     clean_env,

@@ -1,0 +1,122 @@
+"""OnlySq AI API: chat and vision (`POST /ai/v2`), images (`POST /ai/imagen`), models (`GET /ai/models`).
+
+The wire format and the client are in `onlysq_mcp.onlysq`; this module maps them onto `Provider`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources
+
+from ..onlysq import UPSTREAM, ImagePart, ImageURL, Message, ModelInfo, ModelsResponse, OnlySqClient, TextPart, Usage
+from ..settings import Settings
+from ..upstream import OnRetry
+from .base import (
+    ASPECT_RATIOS,
+    ChatReply,
+    Connect,
+    ImageLimits,
+    InlineImage,
+    Kind,
+    ModelEntry,
+    OnDelta,
+    Provider,
+    Turn,
+)
+
+# The documents state vision for the Gemini family only; the catalogue has no vision flag.
+VISION_PREFIXES = ("gemini",)
+
+
+class OnlySqProvider(Provider):
+    name = "onlysq"
+    title = "OnlySq"
+    label = UPSTREAM
+    offers = frozenset({"chat", "vision", "images"})
+    image_limits = ImageLimits(max_prompt_chars=32_000, ratios=ASPECT_RATIOS, max_count=4, seed=True)
+
+    def __init__(self, client: OnlySqClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, connect: Connect) -> OnlySqProvider:
+        upstream = connect(
+            UPSTREAM, settings.onlysq_base_url, "Set ONLYSQ_API_KEY to a valid key (the public key is `openai`)."
+        )
+        client = OnlySqClient(
+            upstream,
+            settings.onlysq_api_key.get_secret_value(),
+            stream=settings.onlysq_stream,
+            stream_timeout=settings.onlysq_mcp_stream_timeout,
+        )
+        return cls(client)
+
+    async def models(self) -> list[ModelEntry]:
+        return entries_from(await self.client.list_models())
+
+    def fallback_models(self) -> list[ModelEntry]:
+        return load_bundled()
+
+    async def chat(
+        self,
+        model: str,
+        turns: list[Turn],
+        *,
+        image: InlineImage | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: OnDelta | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> ChatReply:
+        messages = [Message(role=turn.role, content=turn.text) for turn in turns]
+        if image is not None:
+            # OpenAI-style content parts: the question, then the image as a data URI.
+            data_uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+            messages[-1] = Message(
+                role=messages[-1].role,
+                content=[TextPart(text=turns[-1].text), ImagePart(image_url=ImageURL(url=data_uri))],
+            )
+        result = await self.client.chat(
+            model, messages, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta, on_retry=on_retry
+        )
+        return ChatReply(result.model, result.reply, result.finish_reason, token_counts(result.usage))
+
+    async def generate_image(
+        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+    ) -> bytes:
+        return await self.client.generate_image(model, prompt, ratio, seed=seed, on_retry=on_retry)
+
+
+def token_counts(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {}
+    return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def entries_from(response: ModelsResponse) -> list[ModelEntry]:
+    return [_entry(model_id, info) for model_id, info in response.models.items()]
+
+
+def _entry(model_id: str, info: ModelInfo) -> ModelEntry:
+    modality = (info.modality or "text").lower()
+    kind: Kind = "image" if modality == "image" else "sound" if modality == "sound" else "chat"
+    return ModelEntry(
+        id=model_id,
+        provider="onlysq",
+        kind=kind,
+        vision=kind == "chat" and model_id.lower().startswith(VISION_PREFIXES),
+        name=info.name or model_id,
+        description=info.description or "",
+        owner=info.owner,
+        status=info.status,
+        streaming=info.can_stream,
+        tools=info.can_tools,
+        thinking=info.can_think,
+    )
+
+
+def load_bundled() -> list[ModelEntry]:
+    """The catalogue shipped in the package (`data/models.json`, built from the OnlySq documentation)."""
+    text = resources.files("onlysq_mcp").joinpath("data/models.json").read_text(encoding="utf-8")
+    return entries_from(ModelsResponse.model_validate(json.loads(text)))

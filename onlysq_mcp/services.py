@@ -1,0 +1,156 @@
+"""What the tools and resources use, created once per server run: `Services`, and `Runtime` that holds them.
+
+Tools reach the services through their `Context` (the lifespan context); static resources get no request
+context from the SDK, so they reach them through the `Runtime`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+import anyio.abc
+import httpx2
+from pydantic import HttpUrl
+
+from . import __version__
+from .catalogue import CatalogueCache
+from .decoding import DECODE_BUDGET, MAX_DECODES, DecodeBudget
+from .image_jobs import JobBoard
+from .image_sources import FETCH_SECONDS, InputPolicy
+from .images import ImageStore
+from .providers.registry import Registry
+from .redaction import Redactor
+from .session_images import SessionImages
+from .settings import Settings
+from .upstream import RetryPolicy, Upstream
+
+Transport = Literal["stdio", "http"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the tools need, created once per server run and shared by every session."""
+
+    settings: Settings
+    http: httpx2.AsyncClient
+    downloads: httpx2.AsyncClient
+    providers: Registry
+    catalogue: CatalogueCache
+    store: ImageStore
+    session_images: SessionImages
+    jobs: JobBoard
+    input_policy: InputPolicy
+    # Image decodes of every call share one memory budget.
+    decodes: DecodeBudget
+    # Every text that leaves the server passes this (see `redaction`).
+    redact: Redactor
+
+
+class Runtime:
+    """Holds the services while the server runs."""
+
+    def __init__(self) -> None:
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the server is not running")
+        return self._services
+
+    @asynccontextmanager
+    async def run(self, settings: Settings, transport: Transport) -> AsyncIterator[Services]:
+        timeout = httpx2.Timeout(
+            settings.onlysq_timeout, connect=settings.onlysq_connect_timeout, pool=settings.onlysq_timeout
+        )
+        headers = {"User-Agent": f"onlysq-mcp/{__version__} (+https://github.com/onlysq-mcp/onlysq-mcp)"}
+        # A burst of tool calls queues for a connection instead of opening hundreds at once.
+        limits = httpx2.Limits(
+            max_connections=settings.onlysq_mcp_max_concurrency,
+            max_keepalive_connections=settings.onlysq_mcp_max_concurrency,
+        )
+        # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
+        # Image jobs belong to the server run, not to the request that started them.
+        async with (
+            httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http,
+            download_client(settings, headers) as downloads,
+            anyio.create_task_group() as jobs,
+        ):
+            self._services = build_services(settings, http, downloads, transport, jobs)
+            try:
+                yield self._services
+            finally:
+                self._services = None
+                jobs.cancel_scope.cancel()
+
+
+def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.AsyncClient:
+    """The client for image URLs callers pass: its own pool, so stalled image hosts never take the
+    connections upstream calls wait for.
+
+    No keep-alive: each download connects to an address pinned by IP (`image_sources.pinned_get`), and a
+    kept connection would be reused for any other host name at that IP, under the first name's TLS check.
+    No proxy from the environment: the address checked must be the address contacted.
+    """
+    timeout = httpx2.Timeout(FETCH_SECONDS, connect=settings.onlysq_connect_timeout)
+    limits = httpx2.Limits(max_connections=settings.onlysq_mcp_max_downloads, max_keepalive_connections=0)
+    return httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False)
+
+
+def build_services(
+    settings: Settings,
+    http: httpx2.AsyncClient,
+    downloads: httpx2.AsyncClient,
+    transport: Transport,
+    tasks: anyio.abc.TaskGroup,
+) -> Services:
+    redact = Redactor(settings.secrets())
+    providers = Registry.from_settings(settings, UpstreamFactory(settings, http, redact))
+    return Services(
+        settings=settings,
+        http=http,
+        downloads=downloads,
+        providers=providers,
+        catalogue=CatalogueCache(
+            providers, settings.onlysq_mcp_models_cache_ttl, timeout=settings.onlysq_mcp_models_timeout, tasks=tasks
+        ),
+        store=ImageStore(settings.onlysq_mcp_output_dir, settings.onlysq_mcp_max_image_bytes),
+        # Over stdio one host launched this process: the whole run is its session.
+        session_images=SessionImages(one_client=transport == "stdio"),
+        jobs=JobBoard(tasks),
+        input_policy=InputPolicy(
+            max_bytes=settings.onlysq_mcp_max_input_bytes,
+            local_files=transport == "stdio",
+            file_roots=settings.onlysq_mcp_file_roots,
+            allow_private_urls=settings.onlysq_mcp_allow_private_urls,
+        ),
+        decodes=DecodeBudget(DECODE_BUDGET, MAX_DECODES),
+        redact=redact,
+    )
+
+
+class UpstreamFactory:
+    """Every provider's `Upstream`: one HTTP client, one retry policy, one set of limits and secrets."""
+
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient, redact: Redactor) -> None:
+        self._settings = settings
+        self._http = http
+        self._redact = redact
+
+    def __call__(self, name: str, base_url: HttpUrl, auth_hint: str) -> Upstream:
+        settings = self._settings
+        return Upstream(
+            name=name,
+            client=self._http,
+            base_url=str(base_url),
+            policy=RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline),
+            read_timeout=settings.onlysq_timeout,
+            auth_hint=auth_hint,
+            max_body_bytes=settings.onlysq_mcp_max_response_bytes,
+            max_image_bytes=settings.onlysq_mcp_max_image_bytes,
+            redact=self._redact,
+        )

@@ -1,0 +1,195 @@
+"""The text tools: `chat` (ask a chat model) and `list_models` (the catalogue).
+
+Docstrings and `Field` descriptions are what the calling model reads: they say what each tool is for,
+when to use it, and the limits of every parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from .catalogue import KindFilter, ModelEntry
+from .client_log import client_log
+from .providers.base import Turn
+from .tool_support import StreamProgress, provider_for, services_of
+
+MAX_PROMPT_CHARS = 100_000
+MAX_TURNS = 200
+
+
+class ChatTurn(BaseModel):
+    role: Literal["system", "user", "assistant"] = Field(
+        description="`user` for what the person said, `assistant` for what the model answered, `system` for instructions."
+    )
+    content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The text of this turn.")
+
+
+class ChatOutput(BaseModel):
+    model: str = Field(description="The model that answered.")
+    reply: str = Field(description="The model's answer.")
+    finish_reason: str = Field(description="`stop` when the answer is complete; `length` when cut by max_tokens.")
+    # A flat mapping rather than a nested model: clients validate this schema once per session, and a
+    # `$ref` inside an `anyOf` makes that several times slower.
+    usage: dict[str, int] = Field(
+        default_factory=dict,
+        description="Token counts when the upstream reports them: prompt_tokens, completion_tokens, total_tokens.",
+    )
+
+
+class ModelList(BaseModel):
+    source: Literal["live", "cached", "bundled"] = Field(
+        description="`live` from the upstream, `cached` last good copy, `bundled` shipped with the server."
+    )
+    note: str | None = Field(None, description="Why the list is not live, when it is not.")
+    total: int = Field(description="How many models matched.")
+    models: list[ModelEntry]
+
+
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description=f"The message to send to the model (the newest user turn). At most {MAX_PROMPT_CHARS:,} characters.",
+    ),
+]
+
+SystemPrompt = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="Optional instructions for the model (a system prompt), e.g. 'Answer in one sentence.'",
+    ),
+]
+
+EarlierTurns = Annotated[
+    list[ChatTurn] | None,
+    Field(
+        max_length=MAX_TURNS,
+        description=(
+            "Optional earlier turns of the conversation, oldest first, to continue it; "
+            f"`prompt` is appended as the newest user turn. At most {MAX_TURNS} turns."
+        ),
+    ),
+]
+
+ChatModel = Annotated[
+    str | None,
+    Field(description="Chat model id from `list_models` (kind `chat`). Default: the server's chat model."),
+]
+
+Temperature = Annotated[
+    float | None,
+    Field(ge=0, le=2, description="Sampling temperature 0–2; lower is more focused. Default: the model's own."),
+]
+
+MaxTokens = Annotated[
+    int | None,
+    Field(ge=1, le=100_000, description="Upper bound on the reply length in tokens. Default: the model's own."),
+]
+
+
+async def chat(
+    prompt: Prompt,
+    ctx: Context,
+    system: SystemPrompt = None,
+    messages: EarlierTurns = None,
+    model: ChatModel = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
+) -> Annotated[CallToolResult, ChatOutput]:
+    """Ask an OnlySq chat model (GPT, Gemini, Claude, DeepSeek, Llama, Qwen, ...) and get its text reply.
+
+    Use it for a second opinion from another model, a translation, a draft, or anything a language
+    model answers in text. For one question, pass only `prompt`; to continue a conversation, pass
+    the earlier turns in `messages`. Returns the reply as text, plus the model, finish reason and
+    token usage as structured data.
+    """
+    services = services_of(ctx)
+    if not prompt.strip():
+        raise ToolError("`prompt` is empty: pass the message the model should answer.")
+    model_id = (model or services.settings.onlysq_chat_model).strip()
+    provider = await provider_for(services, "chat", model_id)
+    turns = [Turn("system", system)] if system and system.strip() else []
+    turns += [Turn(turn.role, turn.content) for turn in messages or []]
+    turns.append(Turn("user", prompt))
+    result = await provider.chat(
+        model_id,
+        turns,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        on_delta=StreamProgress(ctx).on_delta,
+        on_retry=client_log(ctx),
+    )
+    output = ChatOutput(model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage)
+    text = result.reply or "(the model returned an empty reply)"
+    if result.finish_reason == "length":
+        text += "\n\n[The reply was cut off at max_tokens.]"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=output.model_dump(mode="json"),
+    )
+
+
+async def list_models(
+    ctx: Context,
+    kind: Annotated[
+        KindFilter,
+        Field(
+            description=(
+                "`chat` text models (for `chat`), `vision` models that understand images, "
+                "`image` image generators, or `all`."
+            )
+        ),
+    ] = "all",
+    search: Annotated[
+        str | None,
+        Field(
+            max_length=200,
+            description="Optional text to match in the id, name, description or maker, e.g. 'gemini'.",
+        ),
+    ] = None,
+) -> Annotated[CallToolResult, ModelList]:
+    """List the models the upstreams offer, to pick a `model` for the other tools.
+
+    Returns one entry per model (id, provider, kind, name, description, flags such as streaming,
+    tool use and vision, status) as structured data, plus a compact table. The list is fetched
+    live and cached; if the service cannot be reached, the last good copy or a bundled list is
+    returned and `source` says which.
+    """
+    catalogue = await services_of(ctx).catalogue.get()
+    chosen = catalogue.select(kind, search)
+    result = ModelList(source=catalogue.source, note=catalogue.note, total=len(chosen), models=chosen)
+    return CallToolResult(
+        content=[TextContent(type="text", text=model_table(result, kind, search))],
+        structured_content=result.model_dump(mode="json"),
+    )
+
+
+def model_table(result: ModelList, kind: str, search: str | None) -> str:
+    lines = []
+    if result.note:
+        lines.append(result.note)
+    if not result.models:
+        lines.append(f"No models match kind `{kind}`" + (f" and search `{search}`." if search else "."))
+        return "\n".join(lines)
+    lines.append(f"{result.total} models ({result.source}):")
+    lines.append("id | provider | kind | flags | name")
+    for m in result.models:
+        flags = ",".join(
+            flag
+            for flag, on in (
+                ("vision", m.vision),
+                ("stream", m.streaming),
+                ("tools", m.tools),
+                ("beta", m.status == "beta"),
+            )
+            if on
+        )
+        lines.append(f"{m.id} | {m.provider} | {m.kind} | {flags or '-'} | {m.name}")
+    return "\n".join(lines)

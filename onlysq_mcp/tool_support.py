@@ -1,0 +1,80 @@
+"""What every tool uses: its services, model checks against the catalogue, progress while a reply streams."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, cast
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+
+from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
+from .providers.base import Capability, Provider
+from .services import Services
+
+# Progress while a reply streams in: the first piece at once, then at most this often.
+PROGRESS_INTERVAL = 0.25
+EMPTY_MODEL = "`model` is empty: pass a model id from `list_models`, or leave it out for the default."
+ModelKind = Literal["chat", "vision", "image"]
+# The capability a tool needs of a provider, by the kind of model it takes.
+CAPABILITY: dict[ModelKind, Capability] = {"chat": "chat", "vision": "vision", "image": "images"}
+
+
+def services_of(ctx: Context) -> Services:
+    """The services of this server run: the lifespan context (`services.Runtime.run`)."""
+    return cast(Services, ctx.request_context.lifespan_context)
+
+
+async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Provider:
+    """The provider serving `model_id` for a tool that needs a `kind` model, the model checked first."""
+    if not model_id:
+        raise ToolError(EMPTY_MODEL)
+    provider = services.providers.route(CAPABILITY[kind], model_id)
+    if provider.listed_only:
+        await check_model(services, model_id, kind)
+    return provider
+
+
+async def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
+    """Refuse a model the live catalogue does not list for this kind, before any upstream call.
+
+    When only a cached or bundled catalogue is at hand the upstream gets the last word, since the
+    model may be newer than the list.
+    """
+    if not model_id:
+        raise ToolError(EMPTY_MODEL)
+    catalogue: Catalogue = await services.catalogue.get()
+    entry = catalogue.find(model_id)
+    if entry is not None and is_kind(entry, kind):
+        return entry
+    if catalogue.source != "live":
+        return None
+    wanted = {"chat": "a chat model", "vision": "a vision model", "image": "an image model", "all": "a model"}[kind]
+    if entry is not None:
+        problem = f"`{model_id}` is a {entry.kind} model, but this tool needs {wanted}."
+    else:
+        problem = f"Unknown model `{model_id}`; this tool needs {wanted}."
+    suggestions = catalogue.closest(model_id, kind)
+    hint = (
+        "Did you mean " + " or ".join(f"`{s}`" for s in suggestions) + "?"
+        if suggestions
+        else f"Call `list_models` with kind `{kind}` to see the choices."
+    )
+    raise ToolError(f"{problem} {hint}")
+
+
+class StreamProgress:
+    """Turns arriving pieces of a reply into progress notifications, without flooding the client."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._chars = 0
+        self._last = 0.0
+
+    async def on_delta(self, piece: str) -> None:
+        self._chars += len(piece)
+        now = time.monotonic()
+        if self._last and now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        await self._ctx.report_progress(self._chars, None, f"received {self._chars} characters")
