@@ -1,6 +1,8 @@
 """Client of the OnlySq AI API: chat (`POST /ai/v2`), images (`POST /ai/imagen`), models (`GET /ai/models`).
 
-Wire formats follow `shared/docs/upstreams.md`; nothing here knows about MCP.
+Wire formats follow the OnlySq documentation (docs.onlysq.ru: API2.0, ImaGen, the model list; the model page
+is kept in `scripts/onlysq_models_page.txt`) and public clients of the live service; nothing here knows
+about MCP.
 """
 
 from __future__ import annotations

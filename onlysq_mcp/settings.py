@@ -246,8 +246,9 @@ class Settings(BaseSettings):
         mention of OpenAI models. The user and password of a base URL count as secrets, as written and
         percent-decoded.
         """
-        values = [self.onlysq_api_key, self.yandex_api_key, self.yandex_iam_token, self.onlysq_mcp_http_token]
-        found = [v.get_secret_value() for v in values if v is not None]
+        # Every `SecretStr` setting, found by its type: a new secret setting is masked without a list to update.
+        values = [getattr(self, name) for name in type(self).model_fields]
+        found = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
         for url in (self.onlysq_base_url, self.yandex_base_url):
             for part in (url.username, url.password):
                 if part:

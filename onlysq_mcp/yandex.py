@@ -1,6 +1,7 @@
 """Client of Yandex AI Studio image generation (`POST /v1/images/generations`, OpenAI-style, synchronous).
 
-Wire format per `shared/docs/upstreams.md`: the model is the URI `art://<folder>/<model>` and `size` is
+Wire format per Yandex AI Studio's API reference for `POST /v1/images/generations` (yandex.cloud/docs,
+ai-studio, OpenAI-compatible image generation): the model is the URI `art://<folder>/<model>` and `size` is
 an aspect ratio such as `16x9`. Nothing here knows about MCP.
 """
 
