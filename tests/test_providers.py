@@ -7,7 +7,7 @@ from typing import Any, get_args
 import pytest
 
 from onlysq_mcp.errors import ProviderNotConfigured
-from onlysq_mcp.onlysq import ChatResult, Usage
+from onlysq_mcp.openai_chat import ChatResult, Usage
 from onlysq_mcp.providers.base import InlineImage, ProviderName, Turn
 from onlysq_mcp.providers.onlysq import OnlySqProvider
 from onlysq_mcp.providers.registry import PROVIDERS, Registry
