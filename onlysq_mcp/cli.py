@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 DESCRIPTION = """\
-MCP server for the OnlySq AI API (chat, image generation, vision, model list) and Yandex AI Studio images.
+MCP server for the OnlySq AI API (chat, image generation, vision, model list) and Yandex AI Studio (chat, images).
 
 By default it speaks MCP over stdio, as MCP hosts (Claude Desktop, Claude Code, Cursor, VS Code) expect
 when they launch it. With --transport http it serves streamable HTTP at http://HOST:PORT/mcp.

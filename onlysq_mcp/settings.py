@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     yandex_iam_token: SecretStr | None = Field(
         None, description="Yandex IAM token (sent as `Bearer`), used when no API key is set."
     )
-    yandex_folder_id: str | None = Field(None, description="Yandex Cloud folder id that owns the image models.")
+    yandex_folder_id: str | None = Field(
+        None, description="Yandex Cloud folder id that owns the chat and image models."
+    )
     yandex_base_url: HttpUrl = Field(
         HttpUrl("https://ai.api.cloud.yandex.net"), description="Yandex AI Studio API root."
     )

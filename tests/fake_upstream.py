@@ -4,7 +4,8 @@ It is a real HTTP server (uvicorn, h11) bound to 127.0.0.1 and run in a backgrou
 event loop, so synchronous code, subprocesses and async tests can all talk to it over a socket. The
 wire formats follow the providers' own documentation: OnlySq's API docs (API2.0 `POST /ai/v2`, ImaGen
 `POST /ai/imagen`, `GET /ai/models`; the model page is committed as scripts/onlysq_models_page.txt) and
-Yandex AI Studio's `POST /v1/images/generations` (the `yandex-cloud/docs` repository); where those are
+Yandex AI Studio's `POST /v1/images/generations` and `POST /v1/chat/completions` (the `yandex-cloud/docs`
+repository: the images API reference, `openai-compatibility.md`, `concepts/generation/models.md`); where those are
 silent, what public clients of the services do.
 
     fake = FakeUpstream()
@@ -57,6 +58,7 @@ __all__ = [
     "IMAGEN_PATH",
     "IMAGEN_RATIOS",
     "MODELS_PATH",
+    "YANDEX_CHAT_PATH",
     "YANDEX_IMAGES_PATH",
     "FakeUpstream",
     "Fault",
@@ -68,6 +70,8 @@ CHAT_PATH: Final = "/ai/v2"
 IMAGEN_PATH: Final = "/ai/imagen"
 MODELS_PATH: Final = "/ai/models"
 YANDEX_IMAGES_PATH: Final = "/v1/images/generations"
+YANDEX_CHAT_PATH: Final = "/v1/chat/completions"
+YANDEX_PATHS: Final = frozenset({YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH})
 
 IMAGEN_RATIOS: Final = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 CHAT_ROLES: Final = frozenset({"system", "user", "assistant"})
@@ -94,10 +98,10 @@ FAULT_KINDS: Final = frozenset(
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
 # fails loudly instead of silently testing nothing.
 _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
-    "missing_field": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, MODELS_PATH}),
-    "finish_error": frozenset({CHAT_PATH}),
-    "cut_stream": frozenset({CHAT_PATH}),
-    "stream_error": frozenset({CHAT_PATH}),
+    "missing_field": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH, MODELS_PATH}),
+    "finish_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "cut_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "stream_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
@@ -122,6 +126,8 @@ _YANDEX_GRPC_CODES: Final[dict[int, int]] = {
     504: 4,  # DEADLINE_EXCEEDED
 }
 _YANDEX_MODEL_URI: Final = re.compile(r"^art://([^/]+)/([^/]+)(?:/([^/]+))?$")
+# gpt://<folder>/<model>[/<branch>]; without a branch Yandex takes `latest` (concepts/generation/models.md).
+_YANDEX_CHAT_URI: Final = re.compile(r"^gpt://([^/]+)/([^/]+)(?:/(latest|rc|deprecated))?$")
 _YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
 _YANDEX_PROMPT_LIMIT: Final = 32_000
 
@@ -298,7 +304,7 @@ class FakeUpstream:
     """Fake OnlySq + Yandex AI Studio server.
 
     Endpoints: GET /ai/models, POST /ai/v2 (chat, vision, SSE streaming), POST /ai/imagen,
-    POST /v1/images/generations (Yandex). Knobs are the annotated attributes below; tests may set them at any
+    POST /v1/images/generations and POST /v1/chat/completions (Yandex). Knobs are the annotated attributes below; tests may set them at any
     time, and each request reads them afresh. Faults: see `add_fault`.
     """
 
@@ -318,6 +324,7 @@ class FakeUpstream:
     yandex_iam_tokens: set[str]
     yandex_folder: str
     yandex_models: set[str]
+    yandex_chat_models: set[str]
     yandex_format: str
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -351,6 +358,7 @@ class FakeUpstream:
         self.yandex_iam_tokens = {"yandex-test-iam"}
         self.yandex_folder = "b1gfaketestfolder"
         self.yandex_models = {"aliceai-image-art-3.0", "yandex-art"}
+        self.yandex_chat_models = {"aliceai-llm", "yandexgpt", "yandexgpt-lite"}
         self.yandex_format = "JPEG"
 
     # ------------------------------------------------------------------ lifecycle
@@ -482,7 +490,7 @@ class FakeUpstream:
         so a request that fails validation (bad key, bad body) still gets its normal 4xx and uses the fault.
 
         - "status": `status` (default 500) with `{"error": {"message": message or the status phrase}}`
-          (Yandex-shaped on the Yandex path) and `Retry-After: retry_after` when given.
+          (Yandex-shaped on the Yandex paths) and `Retry-After: retry_after` when given.
         - "html": `status` (default 200) with an nginx-style HTML page, content-type text/html.
         - "malformed": 200, content-type application/json, body `{"choices": [`.
         - "delay": sleep `delay` seconds, then answer normally.
@@ -625,6 +633,7 @@ class FakeUpstream:
             IMAGEN_PATH: ("POST", self._imagen),
             MODELS_PATH: ("GET", self._models),
             YANDEX_IMAGES_PATH: ("POST", self._yandex_images),
+            YANDEX_CHAT_PATH: ("POST", self._yandex_chat),
         }
         route = routes.get(path)
         if route is None:
@@ -654,27 +663,31 @@ class FakeUpstream:
         request = body.get("request")
         if not isinstance(request, dict):
             raise _HTTPError(400, "Field 'request' is required")
-        messages = request.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _HTTPError(400, "Field 'request.messages' must be a non-empty list")
         info = self.models.get(model)
         if info is None:
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "text":
             raise _HTTPError(400, f"Model '{model}' does not support chat")
+        await self._answer_chat(ex, model, request, "request.")
+
+    async def _answer_chat(self, ex: _Exchange, model: str, request: dict[str, Any], prefix: str) -> None:
+        """Validate an OpenAI-style chat request (`prefix`: where its fields sit, for the error texts) and answer it."""
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _HTTPError(400, f"Field '{prefix}messages' must be a non-empty list")
         stream = request.get("stream", False)
         if not isinstance(stream, bool):
-            raise _HTTPError(400, "Field 'request.stream' must be a boolean")
+            raise _HTTPError(400, f"Field '{prefix}stream' must be a boolean")
         temperature = request.get("temperature")
         if temperature is not None and (
             isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
         ):
-            raise _HTTPError(400, "Field 'request.temperature' must be a number between 0 and 2")
+            raise _HTTPError(400, f"Field '{prefix}temperature' must be a number between 0 and 2")
         max_tokens = request.get("max_tokens")
         if max_tokens is not None and (
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
         ):
-            raise _HTTPError(400, "Field 'request.max_tokens' must be a positive integer")
+            raise _HTTPError(400, f"Field '{prefix}max_tokens' must be a positive integer")
 
         prompt_tokens = 0
         last_user: tuple[str, list[_SeenImage]] | None = None
@@ -719,8 +732,9 @@ class FakeUpstream:
                 }
             ],
             "usage": _usage(prompt_tokens, completion_tokens),
-            "user": 0,
         }
+        if ex.record.path == CHAT_PATH:
+            payload["user"] = 0
         ex.missing_field(payload, "choices")
         await ex.send_json(200, payload)
 
@@ -833,7 +847,7 @@ class FakeUpstream:
 
     # ------------------------------------------------------------------ Yandex AI Studio
 
-    async def _yandex_images(self, ex: _Exchange) -> None:
+    def _require_yandex_auth(self, ex: _Exchange) -> None:
         scheme, _, credential = ex.record.headers.get("authorization", "").partition(" ")
         credential = credential.strip()
         authorised = (scheme.lower() == "api-key" and credential in self.yandex_api_keys) or (
@@ -841,14 +855,32 @@ class FakeUpstream:
         )
         if not authorised:
             raise _HTTPError(401, "Unknown api key")
+
+    def _require_yandex_folder(self, folder: str) -> None:
+        if folder != self.yandex_folder:
+            raise _HTTPError(403, f"Permission to [resource-manager.folder {folder}] denied")
+
+    async def _yandex_chat(self, ex: _Exchange) -> None:
+        self._require_yandex_auth(ex)
+        body = ex.json_object()
+        model = body.get("model")
+        match = _YANDEX_CHAT_URI.match(model) if isinstance(model, str) else None
+        if match is None:
+            raise _HTTPError(400, f"Invalid model URI {model!r}; expected gpt://<folder_id>/<model>/<branch>")
+        self._require_yandex_folder(match.group(1))
+        if match.group(2) not in self.yandex_chat_models:
+            raise _HTTPError(404, f"Model {match.group(2)!r} not found")
+        await self._answer_chat(ex, model, body, "")
+
+    async def _yandex_images(self, ex: _Exchange) -> None:
+        self._require_yandex_auth(ex)
         body = ex.json_object()
         model = body.get("model")
         match = _YANDEX_MODEL_URI.match(model) if isinstance(model, str) else None
         if match is None:
             raise _HTTPError(400, f"Invalid model URI {model!r}; expected art://<folder_id>/<model>")
         folder, name = match.group(1), match.group(2)
-        if folder != self.yandex_folder:
-            raise _HTTPError(403, f"Permission to [resource-manager.folder {folder}] denied")
+        self._require_yandex_folder(folder)
         if name not in self.yandex_models:
             raise _HTTPError(400, f"Unknown model {name!r}")
         prompt = body.get("prompt")
@@ -944,8 +976,14 @@ class _Exchange:
         return (self.fault.message if self.fault is not None else None) or default
 
     def wants_stream(self) -> bool:
-        request = self.record.json.get("request") if isinstance(self.record.json, dict) else None
-        return self.record.path == CHAT_PATH and isinstance(request, dict) and request.get("stream") is True
+        body = self.record.json if isinstance(self.record.json, dict) else {}
+        # OnlySq nests the OpenAI-style request under `request`; Yandex sends it as the body.
+        request = body.get("request") if self.record.path == CHAT_PATH else body
+        return (
+            self.record.path in (CHAT_PATH, YANDEX_CHAT_PATH)
+            and isinstance(request, dict)
+            and request.get("stream") is True
+        )
 
     def content_type(self) -> str:
         return "text/event-stream" if self.wants_stream() else "application/json"
@@ -1014,7 +1052,7 @@ class _Exchange:
 
     async def send_error(self, status: int, message: str, extra: list[tuple[str, str]] | None = None) -> None:
         error: dict[str, Any] = {"message": message}
-        if self.record.path == YANDEX_IMAGES_PATH:
+        if self.record.path in YANDEX_PATHS:
             error = {
                 "grpcCode": _YANDEX_GRPC_CODES.get(status, 2),
                 "httpCode": status,

@@ -7,7 +7,7 @@ from typing import Any, get_args
 import pytest
 
 from onlysq_mcp.errors import ProviderNotConfigured
-from onlysq_mcp.onlysq import ChatResult, Usage
+from onlysq_mcp.openai_chat import ChatResult, Usage
 from onlysq_mcp.providers.base import InlineImage, ProviderName, Turn
 from onlysq_mcp.providers.onlysq import OnlySqProvider
 from onlysq_mcp.providers.registry import PROVIDERS, Registry
@@ -35,6 +35,12 @@ def test_models_are_routed_by_claim_then_to_the_default(make_settings):
     assert isinstance(registry.route("images", "flux"), OnlySqProvider)
     # Yandex offers no vision: its ids are not its own for that.
     assert isinstance(registry.route("vision", "art://folder/some-model"), OnlySqProvider)
+    for chat_model in ("yandexgpt", "aliceai-llm/rc", "gpt://folder/qwen3-235b-a22b-fp8/latest"):
+        assert isinstance(registry.route("chat", chat_model), YandexProvider), chat_model
+    # An id is Yandex's only for what it names: an image model is no chat model, nor the reverse.
+    for other in ("art://folder/some-model", "yandexgpt/unknown-branch", "gpt-4o-mini", "meta/llama"):
+        assert isinstance(registry.route("chat", other), OnlySqProvider), other
+    assert isinstance(registry.route("images", "yandexgpt"), OnlySqProvider)
 
 
 def test_a_claimed_model_of_an_unconfigured_provider_says_what_to_set(make_settings):
@@ -52,7 +58,13 @@ async def test_the_catalogue_has_every_configured_providers_models(make_settings
     assert {e.provider for e in with_yandex.fallback_entries()} == {"onlysq", "yandex"}
     assert {e.provider for e in without.fallback_entries()} == {"onlysq"}
     yandex = with_yandex.providers[1]
-    assert [e.id for e in await yandex.models()] == ["aliceai-image-art-3.0", "yandex-art"]
+    assert {(e.id, e.kind) for e in await yandex.models()} == {
+        ("aliceai-llm", "chat"),
+        ("yandexgpt", "chat"),
+        ("yandexgpt-lite", "chat"),
+        ("aliceai-image-art-3.0", "image"),
+        ("yandex-art", "image"),
+    }
 
 
 class RecordingClient:

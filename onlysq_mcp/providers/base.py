@@ -99,8 +99,9 @@ class Provider(ABC):
         """The provider for these settings, or None when it is not configured."""
 
     @classmethod
-    def claims(cls, model_id: str) -> bool:
-        """Whether `model_id` is this provider's whatever the default; ids nobody claims go to the default."""
+    def claims(cls, model_id: str, capability: Capability) -> bool:
+        """Whether `model_id` is this provider's for `capability` whatever the default; ids nobody claims go
+        to the default."""
         return False
 
     @classmethod

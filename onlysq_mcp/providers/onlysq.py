@@ -5,11 +5,10 @@ The wire format and the client are in `onlysq_mcp.onlysq`; this module maps them
 
 from __future__ import annotations
 
-import base64
 import json
 from importlib import resources
 
-from ..onlysq import UPSTREAM, ImagePart, ImageURL, Message, ModelInfo, ModelsResponse, OnlySqClient, TextPart, Usage
+from ..onlysq import UPSTREAM, ModelInfo, ModelsResponse, OnlySqClient
 from ..settings import Settings
 from ..upstream import OnRetry
 from .base import (
@@ -24,6 +23,7 @@ from .base import (
     Provider,
     Turn,
 )
+from .openai_compatible import messages_for, reply_of
 
 # The documents state vision for the Gemini family only; the catalogue has no vision flag.
 VISION_PREFIXES = ("gemini",)
@@ -69,29 +69,20 @@ class OnlySqProvider(Provider):
         on_delta: OnDelta | None = None,
         on_retry: OnRetry | None = None,
     ) -> ChatReply:
-        messages = [Message(role=turn.role, content=turn.text) for turn in turns]
-        if image is not None:
-            # OpenAI-style content parts: the question, then the image as a data URI.
-            data_uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
-            messages[-1] = Message(
-                role=messages[-1].role,
-                content=[TextPart(text=turns[-1].text), ImagePart(image_url=ImageURL(url=data_uri))],
-            )
         result = await self.client.chat(
-            model, messages, temperature=temperature, max_tokens=max_tokens, on_delta=on_delta, on_retry=on_retry
+            model,
+            messages_for(turns, image),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+            on_retry=on_retry,
         )
-        return ChatReply(result.model, result.reply, result.finish_reason, token_counts(result.usage))
+        return reply_of(result)
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
     ) -> bytes:
         return await self.client.generate_image(model, prompt, ratio, seed=seed, on_retry=on_retry)
-
-
-def token_counts(usage: Usage | None) -> dict[str, int]:
-    if usage is None:
-        return {}
-    return {k: v for k, v in usage.model_dump().items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def entries_from(response: ModelsResponse) -> list[ModelEntry]:

@@ -37,7 +37,7 @@ class Registry:
         Raises `ProviderNotConfigured` when the provider claiming it has no settings, or none offers it.
         """
         for kind in PROVIDERS:
-            if capability in kind.offers and kind.claims(model_id):
+            if capability in kind.offers and kind.claims(model_id, capability):
                 provider = self._configured(kind)
                 if provider is None:
                     raise ProviderNotConfigured(kind.not_configured(model_id))

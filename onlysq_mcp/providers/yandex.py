@@ -1,7 +1,10 @@
-"""Yandex AI Studio: image generation (`POST /v1/images/generations`), when a key and folder are set.
+"""Yandex AI Studio: chat (`POST /v1/chat/completions`) and image generation (`POST /v1/images/generations`),
+when a key and folder are set.
 
-The wire format and the client are in `onlysq_mcp.yandex`; this module maps them onto `Provider`. Its
-models are a fixed list: Yandex has no listing endpoint for them.
+The wire format and the client are in `onlysq_mcp.yandex` (sources named there); this module maps them onto
+`Provider`. Its models are fixed lists: the chat models are YandexGPT and Alice AI LLM as Yandex's model list
+names them (`yandex-cloud/docs`, `ru/ai-studio/concepts/generation/models.md`: `aliceai-llm`, `yandexgpt`,
+`yandexgpt-lite`, each "OpenAI-compatible"); any other `gpt://<folder>/<model>/<branch>` URI is passed on.
 """
 
 from __future__ import annotations
@@ -9,21 +12,41 @@ from __future__ import annotations
 from ..settings import Settings
 from ..upstream import OnRetry
 from ..yandex import UPSTREAM, YandexClient
-from .base import ASPECT_RATIOS, Connect, ImageLimits, ModelEntry, Provider
+from .base import (
+    ASPECT_RATIOS,
+    Capability,
+    ChatReply,
+    Connect,
+    ImageLimits,
+    InlineImage,
+    Kind,
+    ModelEntry,
+    OnDelta,
+    Provider,
+    Turn,
+)
+from .openai_compatible import messages_for, reply_of
 
+YANDEX_CHAT_MODELS: dict[str, str] = {
+    "aliceai-llm": "Alice AI LLM: Yandex's newest chat model (32K-token context).",
+    "yandexgpt": "YandexGPT Pro: Yandex's large chat model (32K-token context); `yandexgpt/rc` for the next release.",
+    "yandexgpt-lite": "YandexGPT Lite: the faster, cheaper YandexGPT (32K-token context).",
+}
 YANDEX_IMAGE_MODELS: dict[str, str] = {
     "aliceai-image-art-3.0": "Alice AI Image Art 3.0: Yandex's current text-to-image model; returns JPEG.",
     "yandex-art": "YandexART: the earlier Yandex image model, being retired.",
 }
+# Release branches of a chat model (models.md, "model lifecycle"): `yandexgpt/rc` is a model id too.
+CHAT_BRANCHES = frozenset({"latest", "rc", "deprecated"})
 
 
 class YandexProvider(Provider):
     name = "yandex"
     title = "Yandex"
     label = UPSTREAM
-    offers = frozenset({"images"})
+    offers = frozenset({"chat", "images"})
     image_limits = ImageLimits(max_prompt_chars=32_000, ratios=ASPECT_RATIOS, max_count=4, seed=False)
-    # A full `art://<folder>/<model>` URI names any model of any folder: it cannot be listed beforehand.
+    # A full `art://` or `gpt://` URI names any model of any folder: it cannot be listed beforehand.
     listed_only = False
 
     def __init__(self, client: YandexClient) -> None:
@@ -43,40 +66,70 @@ class YandexProvider(Provider):
             settings.yandex_folder_id,
             api_key=settings.yandex_api_key.get_secret_value() if settings.yandex_api_key else None,
             iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
+            stream_timeout=settings.onlysq_mcp_stream_timeout,
         )
         return cls(client)
 
     @classmethod
-    def claims(cls, model_id: str) -> bool:
+    def claims(cls, model_id: str, capability: Capability) -> bool:
+        if capability == "chat":
+            name, _, branch = model_id.partition("/")
+            return model_id.startswith("gpt://") or (
+                name in YANDEX_CHAT_MODELS and (not branch or branch in CHAT_BRANCHES)
+            )
         return model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS
 
     @classmethod
     def not_configured(cls, model_id: str) -> str:
         return (
             f"`{model_id}` is a Yandex AI Studio model, and Yandex is not configured: set YANDEX_API_KEY "
-            "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or use an OnlySq model such as `flux`."
+            "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or pick another model from `list_models`."
         )
 
     async def models(self) -> list[ModelEntry]:
         return self.fallback_models()
 
     def fallback_models(self) -> list[ModelEntry]:
-        return [
-            ModelEntry(
-                id=model_id,
-                provider="yandex",
-                kind="image",
-                vision=False,
-                name=model_id,
-                description=text,
-                owner="yandex",
-                status="work",
-                streaming=False,
-            )
-            for model_id, text in YANDEX_IMAGE_MODELS.items()
+        return [_entry(model_id, text, "chat") for model_id, text in YANDEX_CHAT_MODELS.items()] + [
+            _entry(model_id, text, "image") for model_id, text in YANDEX_IMAGE_MODELS.items()
         ]
+
+    async def chat(
+        self,
+        model: str,
+        turns: list[Turn],
+        *,
+        image: InlineImage | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: OnDelta | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> ChatReply:
+        result = await self.client.chat(
+            model,
+            messages_for(turns, image),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+            on_retry=on_retry,
+        )
+        return reply_of(result)
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
     ) -> bytes:
         return await self.client.generate_image(model, prompt, ratio, on_retry=on_retry)
+
+
+def _entry(model_id: str, description: str, kind: Kind) -> ModelEntry:
+    return ModelEntry(
+        id=model_id,
+        provider="yandex",
+        kind=kind,
+        vision=False,
+        name=model_id,
+        description=description,
+        owner="yandex",
+        status="work",
+        streaming=kind == "chat",
+    )
