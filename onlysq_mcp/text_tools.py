@@ -103,7 +103,8 @@ async def chat(
     temperature: Temperature = None,
     max_tokens: MaxTokens = None,
 ) -> Annotated[CallToolResult, ChatOutput]:
-    """Ask an OnlySq chat model (GPT, Gemini, Claude, DeepSeek, Llama, Qwen, ...) and get its text reply.
+    """Ask a chat model (GPT, Gemini, Claude, DeepSeek, Llama, Qwen, ... on OnlySq; YandexGPT and Alice AI LLM
+    when Yandex AI Studio is configured) and get its text reply.
 
     Use it for a second opinion from another model, a translation, a draft, or anything a language
     model answers in text. For one question, pass only `prompt`; to continue a conversation, pass
