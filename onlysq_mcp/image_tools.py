@@ -351,7 +351,7 @@ async def describe_image(
 async def image_to_describe(services: Services, image: str) -> tuple[LoadedImage, tuple[int, int]]:
     """The caller's image and its size in pixels, refused with a tool error when unusable."""
     try:
-        loaded = await load_image(image, store=services.store, http=services.downloads, policy=services.input_policy)
+        loaded = await load_image(image, store=services.store, http=services.downloads(), policy=services.input_policy)
     except ImageInputError as exc:
         raise ToolError(f"Cannot use `image`: {exc}") from None
     try:

@@ -6,9 +6,11 @@ context from the SDK, so they reach them through the `Runtime`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Literal
 
 import anyio
@@ -36,8 +38,8 @@ class Services:
     """What the tools need, created once per server run and shared by every session."""
 
     settings: Settings
-    http: httpx2.AsyncClient
-    downloads: httpx2.AsyncClient
+    http: LazyClient
+    downloads: LazyClient
     providers: Registry
     catalogue: CatalogueCache
     store: ImageStore
@@ -48,6 +50,38 @@ class Services:
     decodes: DecodeBudget
     # Every text that leaves the server passes this (see `redaction`).
     redact: Redactor
+
+
+class LazyClient:
+    """An `httpx2.AsyncClient` built on its first use, then shared; closed when the server stops.
+
+    Building a client loads the CA bundle into an SSL context (about 40–90 ms here), which neither
+    `initialize` nor `tools/list` needs: built at start-up it delayed every host's first tool list. The
+    build is synchronous, with no `await` between the check and the assignment, so calls that arrive
+    together on the event loop share one client.
+    """
+
+    def __init__(self, build: Callable[[], httpx2.AsyncClient]) -> None:
+        self._build = build
+        self._client: httpx2.AsyncClient | None = None
+        self._closed = False
+
+    def __call__(self) -> httpx2.AsyncClient:
+        if self._closed:
+            raise RuntimeError("the server is shutting down")
+        if self._client is None:
+            self._client = self._build()
+        return self._client
+
+    async def __aenter__(self) -> LazyClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
 
 
 class Runtime:
@@ -75,9 +109,10 @@ class Runtime:
         )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
         # Image jobs belong to the server run, not to the request that started them.
+        build = functools.partial(httpx2.AsyncClient, timeout=timeout, headers=headers, limits=limits, trust_env=False)
         async with (
-            httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False) as http,
-            download_client(settings, headers) as downloads,
+            LazyClient(build) as http,
+            LazyClient(functools.partial(download_client, settings, headers)) as downloads,
             anyio.create_task_group() as jobs,
         ):
             self._services = build_services(settings, http, downloads, transport, jobs)
@@ -103,8 +138,8 @@ def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.Async
 
 def build_services(
     settings: Settings,
-    http: httpx2.AsyncClient,
-    downloads: httpx2.AsyncClient,
+    http: LazyClient,
+    downloads: LazyClient,
     transport: Transport,
     tasks: anyio.abc.TaskGroup,
 ) -> Services:
@@ -136,7 +171,7 @@ def build_services(
 class UpstreamFactory:
     """Every provider's `Upstream`: one HTTP client, one retry policy, one set of limits and secrets."""
 
-    def __init__(self, settings: Settings, http: httpx2.AsyncClient, redact: Redactor) -> None:
+    def __init__(self, settings: Settings, http: LazyClient, redact: Redactor) -> None:
         self._settings = settings
         self._http = http
         self._redact = redact

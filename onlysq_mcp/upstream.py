@@ -164,7 +164,8 @@ class Upstream:
     """One upstream service reached through the process-wide `httpx2.AsyncClient`."""
 
     name: str
-    client: httpx2.AsyncClient
+    # Returns the shared client, which is built on first use (`services.LazyClient`).
+    client: Callable[[], httpx2.AsyncClient]
     base_url: str
     policy: RetryPolicy
     read_timeout: float
@@ -204,9 +205,10 @@ class Upstream:
         attempt = 0
         while True:
             attempt += 1
-            request = self.client.build_request(method, url, headers=headers, json=json_body)
+            client = self.client()
+            request = client.build_request(method, url, headers=headers, json=json_body)
             try:
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except HTTPX2_ERRORS as exc:
                 if not failure_of(exc).retry:
                     raise self.error_for(exc) from None

@@ -62,7 +62,7 @@ def test_find_error_message(body, expected):
 def test_error_detail_is_redacted_and_short():
     upstream = Upstream(
         name="X",
-        client=httpx2.AsyncClient(),
+        client=httpx2.AsyncClient,
         base_url="http://127.0.0.1:1",
         policy=RetryPolicy(0, 0, 1),
         read_timeout=1,
@@ -112,9 +112,10 @@ def test_redactor_masks_every_text_of_a_result_but_not_image_data():
 
 def make_upstream(handler=None, **overrides) -> Upstream:
     transport = httpx2.MockTransport(handler or (lambda request: httpx2.Response(200, json={})))
+    client = httpx2.AsyncClient(transport=transport)
     options = {
         "name": "X",
-        "client": httpx2.AsyncClient(transport=transport),
+        "client": lambda: client,
         "base_url": "http://upstream.test",
         "policy": RetryPolicy(0, 0, 10),
         "read_timeout": 7,

@@ -1,0 +1,51 @@
+"""The upstream HTTP clients are built on first use, once, and closed when the server stops.
+
+Building an `httpx2.AsyncClient` loads the CA bundle into an SSL context; on the start path it delayed the
+answer to `tools/list` (docs/benchmarks.md, cold start).
+"""
+
+from __future__ import annotations
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+
+from tests.helpers import text_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[httpx2.AsyncClient]:
+    """Every `httpx2.AsyncClient` constructed while the test runs."""
+    clients: list[httpx2.AsyncClient] = []
+
+    class Recorded(httpx2.AsyncClient):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            clients.append(self)
+
+    monkeypatch.setattr(httpx2, "AsyncClient", Recorded)
+    return clients
+
+
+async def test_client_is_built_on_first_call_once_and_closed_at_shutdown(server, upstream, built):
+    replies: list[str] = []
+
+    async def chat(client: Client, prompt: str) -> None:
+        result = await client.call_tool("chat", {"prompt": prompt})
+        assert not result.is_error, text_of(result)
+        replies.append(text_of(result))
+
+    async with Client(server) as client:
+        await client.list_tools()
+        assert built == [], "an HTTP client was built before any tool needed one"
+        async with anyio.create_task_group() as calls:
+            for n in range(5):
+                calls.start_soon(chat, client, f"hello {n}")
+        assert sorted(replies) == [f"Echo: hello {n}" for n in range(5)]
+        # The upstream client, shared by the five first calls; no call fetched an image URL.
+        assert len(built) == 1
+        assert not built[0].is_closed
+    assert built[0].is_closed
