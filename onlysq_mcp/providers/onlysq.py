@@ -13,28 +13,25 @@ from ..settings import Settings
 from ..upstream import OnRetry
 from .base import (
     ASPECT_RATIOS,
-    ChatReply,
     Connect,
     ImageLimits,
-    InlineImage,
     Kind,
     ModelEntry,
-    OnDelta,
-    Provider,
-    Turn,
 )
-from .openai_compatible import messages_for, reply_of
+from .openai_compatible import OpenAIChatProvider
 
 # The documents state vision for the Gemini family only; the catalogue has no vision flag.
 VISION_PREFIXES = ("gemini",)
 
 
-class OnlySqProvider(Provider):
+class OnlySqProvider(OpenAIChatProvider):
     name = "onlysq"
     title = "OnlySq"
     label = UPSTREAM
     offers = frozenset({"chat", "vision", "images"})
     image_limits = ImageLimits(max_prompt_chars=32_000, ratios=ASPECT_RATIOS, max_count=4, seed=True)
+
+    client: OnlySqClient
 
     def __init__(self, client: OnlySqClient) -> None:
         self.client = client
@@ -57,27 +54,6 @@ class OnlySqProvider(Provider):
 
     def fallback_models(self) -> list[ModelEntry]:
         return load_bundled()
-
-    async def chat(
-        self,
-        model: str,
-        turns: list[Turn],
-        *,
-        image: InlineImage | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        on_delta: OnDelta | None = None,
-        on_retry: OnRetry | None = None,
-    ) -> ChatReply:
-        result = await self.client.chat(
-            model,
-            messages_for(turns, image),
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_delta=on_delta,
-            on_retry=on_retry,
-        )
-        return reply_of(result)
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None

@@ -1,12 +1,54 @@
 """Neutral turns and replies to and from the OpenAI chat format (`onlysq_mcp.openai_chat`) that both
-chat providers speak."""
+chat providers speak, and the `chat` of a provider whose client speaks it."""
 
 from __future__ import annotations
 
 import base64
+from typing import Protocol
 
 from ..openai_chat import ChatResult, ImagePart, ImageURL, Message, TextPart, Usage
-from .base import ChatReply, InlineImage, Turn
+from ..upstream import OnRetry
+from .base import ChatReply, InlineImage, OnDelta, Provider, Turn
+
+
+class OpenAIChatClient(Protocol):
+    async def chat(
+        self,
+        model: str,
+        messages: list[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: OnDelta | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> ChatResult: ...
+
+
+class OpenAIChatProvider(Provider):
+    """A provider whose client takes OpenAI chat messages: its `chat` maps turns and reply, nothing more."""
+
+    client: OpenAIChatClient
+
+    async def chat(
+        self,
+        model: str,
+        turns: list[Turn],
+        *,
+        image: InlineImage | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_delta: OnDelta | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> ChatReply:
+        result = await self.client.chat(
+            model,
+            messages_for(turns, image),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_delta=on_delta,
+            on_retry=on_retry,
+        )
+        return reply_of(result)
 
 
 def messages_for(turns: list[Turn], image: InlineImage | None = None) -> list[Message]:

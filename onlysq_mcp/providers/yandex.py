@@ -15,17 +15,12 @@ from ..yandex import UPSTREAM, YandexClient
 from .base import (
     ASPECT_RATIOS,
     Capability,
-    ChatReply,
     Connect,
     ImageLimits,
-    InlineImage,
     Kind,
     ModelEntry,
-    OnDelta,
-    Provider,
-    Turn,
 )
-from .openai_compatible import messages_for, reply_of
+from .openai_compatible import OpenAIChatProvider
 
 YANDEX_CHAT_MODELS: dict[str, str] = {
     "aliceai-llm": "Alice AI LLM: Yandex's newest chat model (32K-token context).",
@@ -40,7 +35,7 @@ YANDEX_IMAGE_MODELS: dict[str, str] = {
 CHAT_BRANCHES = frozenset({"latest", "rc", "deprecated"})
 
 
-class YandexProvider(Provider):
+class YandexProvider(OpenAIChatProvider):
     name = "yandex"
     title = "Yandex"
     label = UPSTREAM
@@ -48,6 +43,8 @@ class YandexProvider(Provider):
     image_limits = ImageLimits(max_prompt_chars=32_000, ratios=ASPECT_RATIOS, max_count=4, seed=False)
     # A full `art://` or `gpt://` URI names any model of any folder: it cannot be listed beforehand.
     listed_only = False
+
+    client: YandexClient
 
     def __init__(self, client: YandexClient) -> None:
         self.client = client
@@ -93,27 +90,6 @@ class YandexProvider(Provider):
         return [_entry(model_id, text, "chat") for model_id, text in YANDEX_CHAT_MODELS.items()] + [
             _entry(model_id, text, "image") for model_id, text in YANDEX_IMAGE_MODELS.items()
         ]
-
-    async def chat(
-        self,
-        model: str,
-        turns: list[Turn],
-        *,
-        image: InlineImage | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        on_delta: OnDelta | None = None,
-        on_retry: OnRetry | None = None,
-    ) -> ChatReply:
-        result = await self.client.chat(
-            model,
-            messages_for(turns, image),
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_delta=on_delta,
-            on_retry=on_retry,
-        )
-        return reply_of(result)
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
