@@ -35,6 +35,7 @@ from .images import (
     sniff_mime,
 )
 from .providers.base import ImageLimits, InlineImage, Provider, ProviderName, Turn
+from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
@@ -43,6 +44,10 @@ from .upstream import OnRetry
 
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
+# Each provider's prompt limit, stated where the model reads the parameter.
+PROMPT_LIMITS = "; ".join(
+    f"{p.image_limits.max_prompt_chars:,} characters for {p.title} models" for p in PROVIDERS if p.image_limits
+)
 HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.1
 SLOW_SECONDS = 20.0
@@ -100,7 +105,8 @@ async def generate_image(
         Field(
             min_length=1,
             max_length=MAX_IMAGE_PROMPT,
-            description="What the picture should show: subject, style, composition, lighting. English works best.",
+            description="What the picture should show: subject, style, composition, lighting. English works best. "
+            f"At most {PROMPT_LIMITS}.",
         ),
     ],
     ctx: Context,
@@ -182,7 +188,10 @@ async def image_order(
 def beyond_limits(limits: ImageLimits, prompt: str, aspect_ratio: str, count: int) -> str | None:
     """What in the request a provider cannot take, for one with tighter limits than the tool's schema."""
     if len(prompt) > limits.max_prompt_chars:
-        return f"`prompt` is {len(prompt):,} characters, at most {limits.max_prompt_chars:,} are allowed"
+        return (
+            f"`prompt` is {len(prompt):,} characters, at most {limits.max_prompt_chars:,} are allowed: "
+            f"shorten it to {limits.max_prompt_chars:,} characters or fewer and call again"
+        )
     if aspect_ratio not in limits.ratios:
         return f"`aspect_ratio` must be one of {', '.join(sorted(limits.ratios))}"
     if count > limits.max_count:

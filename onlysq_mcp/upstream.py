@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # A retry wait longer than this is not worth holding a tool call open for.
 MAX_SINGLE_WAIT = 30.0
+MODEL_DENIED = re.compile(r"access to model .* denied", re.IGNORECASE)
 # Most characters of an upstream's own words quoted in an error.
 DETAIL_CHARS = 300
 # `Retry-After: 0` (or a tiny value) must not turn retries into a burst against a service that is already
@@ -284,6 +286,12 @@ class Upstream:
     def status_error(self, response: Body) -> UpstreamError:
         status = response.status_code
         detail = self.error_detail(response)
+        if status == 403 and MODEL_DENIED.search(detail):
+            # A retired or unavailable model answers 403 "Access to model … denied" with valid keys (Yandex,
+            # seen live): blaming the credentials would send the user after keys that work.
+            return UpstreamRejected(
+                self.name, f"the model is not available to this key or folder (HTTP 403: {detail}); pick another model."
+            )
         if status in (401, 403):
             return UpstreamAuthError(self.name, f"credentials refused (HTTP {status}: {detail}). {self.auth_hint}")
         if status == 429:

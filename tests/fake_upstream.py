@@ -129,7 +129,8 @@ _YANDEX_MODEL_URI: Final = re.compile(r"^art://([^/]+)/([^/]+)(?:/([^/]+))?$")
 # gpt://<folder>/<model>[/<branch>]; without a branch Yandex takes `latest` (concepts/generation/models.md).
 _YANDEX_CHAT_URI: Final = re.compile(r"^gpt://([^/]+)/([^/]+)(?:/(latest|rc|deprecated))?$")
 _YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
-_YANDEX_PROMPT_LIMIT: Final = 32_000
+# The live limit of Alice AI ART, with the live error text (seen by public clients); the reference says 32k.
+_YANDEX_PROMPT_LIMIT: Final = 500
 
 # A private scope key through which the h11 protocol below hands its transport to the app ("drop").
 _TRANSPORT_KEY: Final = "fake_upstream.transport"
@@ -324,6 +325,7 @@ class FakeUpstream:
     yandex_iam_tokens: set[str]
     yandex_folder: str
     yandex_models: set[str]
+    yandex_retired_models: set[str]
     yandex_chat_models: set[str]
     yandex_format: str
 
@@ -357,7 +359,9 @@ class FakeUpstream:
         self.yandex_api_keys = {"yandex-test-key"}
         self.yandex_iam_tokens = {"yandex-test-iam"}
         self.yandex_folder = "b1gfaketestfolder"
-        self.yandex_models = {"aliceai-image-art-3.0", "yandex-art"}
+        self.yandex_models = {"aliceai-image-art-3.0"}
+        # Retired models answer 403 / code 7 with valid keys (seen live for YandexART).
+        self.yandex_retired_models = {"yandex-art"}
         self.yandex_chat_models = {"aliceai-llm", "yandexgpt", "yandexgpt-lite"}
         self.yandex_format = "JPEG"
 
@@ -881,13 +885,15 @@ class FakeUpstream:
             raise _HTTPError(400, f"Invalid model URI {model!r}; expected art://<folder_id>/<model>")
         folder, name = match.group(1), match.group(2)
         self._require_yandex_folder(folder)
+        if name in self.yandex_retired_models:
+            raise _HTTPError(403, f"Access to model {model} denied")
         if name not in self.yandex_models:
             raise _HTTPError(400, f"Unknown model {name!r}")
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise _HTTPError(400, "Field 'prompt' is required")
         if len(prompt) > _YANDEX_PROMPT_LIMIT:
-            raise _HTTPError(400, f"Prompt is longer than {_YANDEX_PROMPT_LIMIT} characters")
+            raise _HTTPError(400, f"Prompt positive size {len(prompt)} exceeds limit ({_YANDEX_PROMPT_LIMIT})")
         size = body.get("size")
         if size is None:
             size = "1x1"

@@ -238,7 +238,8 @@ def test_yandex_images(fake: FakeUpstream, client: httpx2.Client) -> None:
     iam = {"Authorization": "Bearer yandex-test-iam", "OpenAI-Project": "b1gfaketestfolder"}
     assert yandex(client, headers=iam).json()["size"] == "64x64"
     assert fake.requests[-1].headers["openai-project"] == "b1gfaketestfolder"
-    assert yandex(client, model="art://b1gfaketestfolder/yandex-art/latest", size="1344x768").json()["size"] == "64x37"
+    latest = "art://b1gfaketestfolder/aliceai-image-art-3.0/latest"
+    assert yandex(client, model=latest, size="1344x768").json()["size"] == "64x37"
 
 
 @pytest.mark.parametrize(
@@ -246,9 +247,11 @@ def test_yandex_images(fake: FakeUpstream, client: httpx2.Client) -> None:
     [
         ({"Authorization": "Api-Key wrong"}, {}, 401, 16),
         ({"Authorization": "Bearer yandex-test-key"}, {}, 401, 16),
-        (None, {"model": "art://otherfolder/yandex-art"}, 403, 7),
+        (None, {"model": "art://otherfolder/aliceai-image-art-3.0"}, 403, 7),
+        (None, {"model": "art://b1gfaketestfolder/yandex-art/latest"}, 403, 7),
+        (None, {"prompt": "x" * 501}, 400, 3),
         (None, {"model": "art://b1gfaketestfolder/nope"}, 400, 3),
-        (None, {"model": "gpt://b1gfaketestfolder/yandex-art"}, 400, 3),
+        (None, {"model": "gpt://b1gfaketestfolder/aliceai-image-art-3.0"}, 400, 3),
         (None, {"size": "wide"}, 400, 3),
         (None, {"prompt": ""}, 400, 3),
     ],

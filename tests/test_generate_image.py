@@ -189,7 +189,7 @@ async def test_yandex_full_model_uri_and_ignored_seed(server, upstream):
     assert result.structured_content["model"] == YANDEX_MODEL_URI
 
 
-@pytest.mark.parametrize("model", ["aliceai-image-art-3.0", "yandex-art", "art://folder/some-model"])
+@pytest.mark.parametrize("model", ["aliceai-image-art-3.0", "aliceai-image-art-3.0/latest", "art://folder/some-model"])
 async def test_yandex_model_without_yandex_configured(make_settings, upstream, model):
     async with Client(app_factory(make_settings(yandex=False))) as client:
         result = await client.call_tool("generate_image", {"prompt": "x", "model": model})
@@ -206,7 +206,7 @@ async def test_yandex_models_listed_only_when_configured(make_settings, upstream
     models = {m["id"]: m["provider"] for m in result.structured_content["models"]}
     assert models["flux"] == "onlysq"
     yandex = {m for m, provider in models.items() if provider == "yandex"}
-    assert yandex == ({"aliceai-image-art-3.0", "yandex-art"} if configured else set())
+    assert yandex == ({"aliceai-image-art-3.0"} if configured else set())
 
 
 @pytest.mark.parametrize(
@@ -222,7 +222,7 @@ async def test_yandex_models_listed_only_when_configured(make_settings, upstream
 async def test_yandex_failures_are_clear_tool_errors(server, upstream, fault, options, expected):
     upstream.add_fault(YANDEX_IMAGES_PATH, fault, **options)
     async with Client(server) as client:
-        result = await client.call_tool("generate_image", {"prompt": "x", "model": "yandex-art"})
+        result = await client.call_tool("generate_image", {"prompt": "x", "model": "aliceai-image-art-3.0"})
     assert result.is_error
     assert "Yandex AI Studio" in text_of(result) and expected in text_of(result)
     assert YANDEX_KEY not in text_of(result)
@@ -411,3 +411,35 @@ async def test_stdio_generate_and_read_back(stdio_params, upstream, output_dir):
     assert content.mime_type == "image/jpeg"
     assert base64.b64decode(content.blob) == saved.read_bytes()
     assert pixel_size(saved.read_bytes()) == ratio_dims("3:2")
+
+
+# --- Yandex as it really answers (issue 12: retired YandexART, the 500-character prompt limit) ----------------
+
+
+async def test_yandex_prompt_over_500_characters_is_refused_before_any_request(stdio_params, upstream):
+    async with Client(stdio_params) as client:
+        tools = (await client.list_tools()).tools
+        result = await client.call_tool("generate_image", {"prompt": "a" * 501, "model": "aliceai-image-art-3.0"})
+        shorter = await client.call_tool("generate_image", {"prompt": "a" * 500, "model": "aliceai-image-art-3.0"})
+    assert result.is_error
+    assert "shorten it to 500 characters" in text_of(result) and "501" in text_of(result)
+    assert not shorter.is_error, text_of(shorter)
+    assert len(upstream.requests_to(YANDEX_IMAGES_PATH)) == 1
+    (generate,) = [tool for tool in tools if tool.name == "generate_image"]
+    described = generate.input_schema["properties"]["prompt"]["description"]
+    assert "32,000 characters for OnlySq models" in described and "500 characters for Yandex models" in described
+
+
+async def test_a_model_denied_by_yandex_is_reported_as_unavailable_not_as_bad_keys(stdio_params, upstream):
+    async with Client(stdio_params) as client:
+        result = await client.call_tool("generate_image", {"prompt": "x", "model": f"art://{YANDEX_FOLDER}/yandex-art"})
+        latest = await client.call_tool("generate_image", {"prompt": "x", "model": "aliceai-image-art-3.0/latest"})
+    assert result.is_error
+    message = text_of(result)
+    assert "not available to this key or folder" in message and "Access to model" in message
+    assert "credentials refused" not in message and "YANDEX_API_KEY" not in message
+    assert not latest.is_error, text_of(latest)
+    assert (
+        upstream.requests_to(YANDEX_IMAGES_PATH)[-1].json["model"]
+        == f"art://{YANDEX_FOLDER}/aliceai-image-art-3.0/latest"
+    )

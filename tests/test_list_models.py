@@ -74,7 +74,7 @@ async def test_yandex_models_listed_only_when_configured(make_settings, upstream
         async with Client(server) as client:
             result = await client.call_tool("list_models", {"kind": "image"})
         yandex = {m["id"] for m in result.structured_content["models"] if m["provider"] == "yandex"}
-        assert (yandex == {"aliceai-image-art-3.0", "yandex-art"}) is configured
+        assert (yandex == {"aliceai-image-art-3.0"}) is configured
         assert bool(yandex) is configured
 
 

@@ -29,7 +29,6 @@ YANDEX_CHAT_MODELS: dict[str, str] = {
 }
 YANDEX_IMAGE_MODELS: dict[str, str] = {
     "aliceai-image-art-3.0": "Alice AI Image Art 3.0: Yandex's current text-to-image model; returns JPEG.",
-    "yandex-art": "YandexART: the earlier Yandex image model, being retired.",
 }
 # Release branches of a chat model (models.md, "model lifecycle"): `yandexgpt/rc` is a model id too.
 CHAT_BRANCHES = frozenset({"latest", "rc", "deprecated"})
@@ -40,7 +39,9 @@ class YandexProvider(OpenAIChatProvider):
     title = "Yandex"
     label = UPSTREAM
     offers = frozenset({"chat", "images"})
-    image_limits = ImageLimits(max_prompt_chars=32_000, ratios=ASPECT_RATIOS, max_count=4, seed=False)
+    # Alice AI ART refuses longer prompts live: "Prompt positive size 702 exceeds limit (500)" (seen by several
+    # public clients; the API reference's 32k is the generic limit).
+    image_limits = ImageLimits(max_prompt_chars=500, ratios=ASPECT_RATIOS, max_count=4, seed=False)
     # A full `art://` or `gpt://` URI names any model of any folder: it cannot be listed beforehand.
     listed_only = False
 
@@ -74,7 +75,8 @@ class YandexProvider(OpenAIChatProvider):
             return model_id.startswith("gpt://") or (
                 name in YANDEX_CHAT_MODELS and (not branch or branch in CHAT_BRANCHES)
             )
-        return model_id.startswith("art://") or model_id in YANDEX_IMAGE_MODELS
+        # `aliceai-image-art-3.0/latest` is how many public clients write it, and it works live.
+        return model_id.startswith("art://") or model_id.removesuffix("/latest") in YANDEX_IMAGE_MODELS
 
     @classmethod
     def not_configured(cls, model_id: str) -> str:
