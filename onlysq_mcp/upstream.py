@@ -24,6 +24,7 @@ import httpx2
 from pydantic import BaseModel, ValidationError
 
 from .errors import (
+    GenerationFailed,
     UpstreamAuthError,
     UpstreamBadResponse,
     UpstreamError,
@@ -36,7 +37,9 @@ from .redaction import NO_SECRETS, Redactor, display_url
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Retried like the OpenAI and Anthropic Python SDKs do (`_should_retry`: 408, 409, 429 and every 5xx); peer MCP
+# servers of OnlySq retry a transient 500 and succeed.
+RETRY_STATUSES = frozenset({408, 409, 429})
 # A retry wait longer than this is not worth holding a tool call open for.
 MAX_SINGLE_WAIT = 30.0
 MODEL_DENIED = re.compile(r"access to model .* denied", re.IGNORECASE)
@@ -48,6 +51,7 @@ MIN_RETRY_AFTER_WAIT = 0.1
 # Only the first few hundred characters of an error body are shown; reading more is wasted memory.
 ERROR_BODY_BYTES = 64_000
 
+URL_SAFE = str.maketrans("-_", "+/")
 OnRetry = Callable[[str], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,7 +225,7 @@ class Upstream:
                     return response
                 body = await self.read(response, ERROR_BODY_BYTES, truncate=True)
                 failure = self.status_error(body)
-                if body.status_code not in RETRY_STATUSES:
+                if not retryable(body.status_code):
                     raise failure
                 retry_after = parse_retry_after(body.headers.get("retry-after"))
 
@@ -344,6 +348,9 @@ class Upstream:
         try:
             return model.model_validate(body)
         except ValidationError:
+            if message := find_error_message(body):
+                # HTTP 200 with `{"error": {"message": ...}}`: the provider's words, not a format complaint.
+                raise GenerationFailed(self.name, f"answered with an error: {self.upstream_words(message)}") from None
             keys = self.upstream_words(", ".join(sorted(body))) if isinstance(body, dict) else type(body).__name__
             raise UpstreamBadResponse(
                 self.name, f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
@@ -357,8 +364,11 @@ class Upstream:
                 f"sent an image larger than {self.max_image_bytes:,} bytes (ONLYSQ_MCP_MAX_IMAGE_BYTES); it was "
                 "not used. Try a smaller aspect ratio or another model, or raise the limit.",
             )
+        # As lenient as public clients: a data-URI prefix, line breaks, the URL-safe alphabet, missing padding.
+        text = "".join(data.partition(",")[2].split() if data.startswith("data:") else data.split())
+        text = text.translate(URL_SAFE) + "=" * (-len(text) % 4)
         try:
-            return base64.b64decode(data, validate=True)
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise UpstreamBadResponse(self.name, "returned image data that is not valid base64") from None
 
@@ -371,6 +381,10 @@ class Upstream:
                 f"answered HTTP {response.status_code} with a body that is not JSON "
                 f"({len(response.content)} bytes). The service may be having trouble; try again later.",
             ) from None
+
+
+def retryable(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
 
 
 def find_error_message(body: Any) -> str | None:

@@ -82,6 +82,7 @@ FAULT_KINDS: Final = frozenset(
         "malformed",
         "html",
         "missing_field",
+        "error_body",
         "finish_error",
         "bad_base64",
         "not_image",
@@ -99,6 +100,7 @@ FAULT_KINDS: Final = frozenset(
 # fails loudly instead of silently testing nothing.
 _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "missing_field": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH, MODELS_PATH}),
+    "error_body": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH}),
     "finish_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "cut_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "stream_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
@@ -505,6 +507,7 @@ class FakeUpstream:
           memory: for a streamed chat request, content events; otherwise JSON whose one string never ends.
           Stops when the client goes away.
         ---
+        - "error_body": 200 JSON `{"error": {"message": message}}` (also to a streamed request).
         - "missing_field": 200 JSON without `choices` (/ai/v2; for a stream every chunk lacks it),
           `files` (/ai/imagen), `data` (Yandex) or `models` (/ai/models); with `message`, the body also
           has a key of that name (an unexpected key, which the error lists).
@@ -621,6 +624,15 @@ class FakeUpstream:
                 return
             elif fault.kind == "html":
                 await ex.send_html(fault.status or 200, fault.message)
+                return
+            elif fault.kind == "error_body":
+                # HTTP 200 with the error in the body, even to a streamed request: public OnlySq clients check
+                # for exactly this (upstreams.md, issue 12).
+                await ex.send_raw(
+                    200,
+                    json.dumps({"error": {"message": fault.message or "provider failed"}}).encode(),
+                    "application/json",
+                )
                 return
             elif fault.kind == "malformed":
                 await ex.send_raw(200, MALFORMED_BODY, "application/json")

@@ -437,7 +437,7 @@ def test_huge_is_generated_and_stops_when_the_client_leaves(fake: FakeUpstream, 
 
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
-    covered |= {"bomb"}
+    covered |= {"bomb", "error_body"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
     assert covered == FAULT_KINDS
 

@@ -350,7 +350,7 @@ async def test_bad_arguments_are_tool_errors_without_generation(server, upstream
     ("fault", "options", "expected"),
     [
         ("status", {"status": 401}, "ONLYSQ_API_KEY"),
-        ("status", {"status": 500, "message": "GPU on fire"}, "GPU on fire"),
+        ("status", {"status": 500, "message": "GPU on fire", "times": 10}, "GPU on fire"),
         ("malformed", {}, "not JSON"),
         ("html", {"status": 200}, "not JSON"),
         ("missing_field", {}, "`files`"),
@@ -370,7 +370,7 @@ async def test_upstream_failures_are_clear_tool_errors(server, upstream, output_
 
 
 async def test_one_failure_of_several_keeps_the_others(server, upstream):
-    upstream.add_fault(IMAGEN_PATH, "status", status=500, message="one bad GPU", times=1)
+    upstream.add_fault(IMAGEN_PATH, "status", status=400, message="one bad GPU", times=1)
     async with Client(server) as client:
         result = await client.call_tool("generate_image", {"prompt": "pair", "count": 2})
     assert not result.is_error, text_of(result)
@@ -443,3 +443,28 @@ async def test_a_model_denied_by_yandex_is_reported_as_unavailable_not_as_bad_ke
         upstream.requests_to(YANDEX_IMAGES_PATH)[-1].json["model"]
         == f"art://{YANDEX_FOLDER}/aliceai-image-art-3.0/latest"
     )
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "path"),
+    [
+        ("chat", {"prompt": "hi"}, "/ai/v2"),
+        ("generate_image", {"prompt": "x"}, IMAGEN_PATH),
+        ("generate_image", {"prompt": "x", "model": "aliceai-image-art-3.0"}, YANDEX_IMAGES_PATH),
+    ],
+)
+async def test_http_200_with_an_error_body_gives_the_providers_message(stdio_params, upstream, tool, arguments, path):
+    upstream.add_fault(path, "error_body", message="provider queue is full")
+    async with Client(stdio_params) as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error
+    assert "answered with an error: provider queue is full" in text_of(result), text_of(result)
+    assert "the API may have changed" not in text_of(result)
+
+
+async def test_a_transient_500_is_retried(stdio_params, upstream):
+    upstream.add_fault(IMAGEN_PATH, "status", status=500, message="one bad GPU")
+    async with Client(stdio_params) as client:
+        result = await client.call_tool("generate_image", {"prompt": "x"})
+    assert not result.is_error, text_of(result)
+    assert len(upstream.requests_to(IMAGEN_PATH)) == 2

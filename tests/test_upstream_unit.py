@@ -229,3 +229,23 @@ def test_image_over_the_cap_is_refused_before_decoding():
     assert upstream.decode_base64(base64.b64encode(b"i" * 3000).decode()) == b"i" * 3000
     with pytest.raises(UpstreamBadResponse, match=r"larger than 3,000 bytes \(ONLYSQ_MCP_MAX_IMAGE_BYTES\)"):
         upstream.decode_base64(base64.b64encode(b"i" * 3003).decode())
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        lambda b64: b64,
+        lambda b64: "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)),  # MIME line wrapping
+        lambda b64: "data:image/png;base64," + b64,
+        lambda b64: b64.rstrip("="),
+        lambda b64: b64.replace("+", "-").replace("/", "_"),
+    ],
+)
+def test_image_base64_is_read_as_leniently_as_public_clients(wrapped):
+    raw = bytes(range(256)) * 4 + b"ab"  # every alphabet character, and padding
+    assert make_upstream().decode_base64(wrapped(base64.b64encode(raw).decode())) == raw
+
+
+def test_invalid_base64_is_still_refused():
+    with pytest.raises(UpstreamBadResponse, match="not valid base64"):
+        make_upstream().decode_base64("not*base64!!")
