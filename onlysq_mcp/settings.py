@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         description="Seconds to wait for upstream data: the whole answer, or the next chunk of a stream.",
     )
     onlysq_retries: Annotated[int, Field(ge=0, le=10)] = Field(
-        3, description="Retries after a 408, 409, 429 or 5xx answer, or a connection error (as the OpenAI and Anthropic SDKs retry)."
+        3,
+        description="Retries after a 408, 409, 429 or 5xx answer, or a connection error (as the OpenAI and Anthropic SDKs retry).",
     )
     onlysq_retry_backoff: Annotated[float, Field(ge=0)] = Field(
         0.5, description="First wait between retries in seconds; doubles each time, with jitter."
