@@ -38,7 +38,6 @@ class Services:
     """What the tools need, created once per server run and shared by every session."""
 
     settings: Settings
-    http: LazyClient
     downloads: LazyClient
     providers: Registry
     catalogue: CatalogueCache
@@ -147,7 +146,6 @@ def build_services(
     providers = Registry.from_settings(settings, UpstreamFactory(settings, http, redact))
     return Services(
         settings=settings,
-        http=http,
         downloads=downloads,
         providers=providers,
         catalogue=CatalogueCache(

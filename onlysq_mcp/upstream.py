@@ -291,8 +291,9 @@ class Upstream:
         status = response.status_code
         detail = self.error_detail(response)
         if status == 403 and MODEL_DENIED.search(detail):
-            # A retired or unavailable model answers 403 "Access to model … denied" with valid keys (Yandex,
-            # seen live): blaming the credentials would send the user after keys that work.
+            # A retired or unavailable model answers 403 (gRPC PERMISSION_DENIED, Yandex AI Studio's error
+            # mapping) "Access to model … denied" with valid keys, as public clients of the live API report:
+            # blaming the credentials would send the user after keys that work.
             return UpstreamRejected(
                 self.name, f"the model is not available to this key or folder (HTTP 403: {detail}); pick another model."
             )

@@ -626,8 +626,8 @@ class FakeUpstream:
                 await ex.send_html(fault.status or 200, fault.message)
                 return
             elif fault.kind == "error_body":
-                # HTTP 200 with the error in the body, even to a streamed request: public OnlySq clients check
-                # for exactly this (upstreams.md, issue 12).
+                # HTTP 200 with the error in the body, even to a streamed request: public clients of the live
+                # OnlySq API (bots, CLIs) check for exactly this shape, `{"error": {"message": ...}}`.
                 await ex.send_raw(
                     200,
                     json.dumps({"error": {"message": fault.message or "provider failed"}}).encode(),
