@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -58,6 +59,7 @@ __all__ = [
     "IMAGEN_PATH",
     "IMAGEN_RATIOS",
     "MODELS_PATH",
+    "RECORDED_DIR",
     "YANDEX_CHAT_PATH",
     "YANDEX_IMAGES_PATH",
     "FakeUpstream",
@@ -94,6 +96,10 @@ FAULT_KINDS: Final = frozenset(
         "drop",
         "bad_gzip",
         "huge",
+        # Issue 12 point 10: real bodies, and the lenient base64 public clients accept.
+        "recorded",
+        "base64_variant",
+        "empty_files",
     }
 )
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
@@ -107,6 +113,8 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "base64_variant": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "empty_files": frozenset({IMAGEN_PATH}),
 }
 
 MALFORMED_BODY: Final = b'{"choices": ['
@@ -133,6 +141,14 @@ _YANDEX_CHAT_URI: Final = re.compile(r"^gpt://([^/]+)/([^/]+)(?:/(latest|rc|depr
 _YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
 # The live limit of Alice AI ART, with the live error text (seen by public clients); the reference says 32k.
 _YANDEX_PROMPT_LIMIT: Final = 500
+
+# Bodies the providers' documents show, served verbatim by the "recorded" fault; tests/recorded/README.md
+# names the source of each. The content type follows the file's suffix.
+RECORDED_DIR: Final = Path(__file__).parent / "recorded"
+RECORDED_TYPES: Final = {".json": "application/json", ".sse": "text/event-stream"}
+# How public clients' lenient decoding (`base64.b64decode` without validation, upstreams.md) is exercised:
+# each variant of a correct base64 image that a strict decoder refuses.
+BASE64_VARIANTS: Final = frozenset({"wrapped", "data_uri", "url_safe", "unpadded"})
 
 # A private scope key through which the h11 protocol below hands its transport to the app ("drop").
 _TRANSPORT_KEY: Final = "fake_upstream.transport"
@@ -522,6 +538,12 @@ class FakeUpstream:
           stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
         - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
           then the rest as normal.
+        - "recorded" (before validation): `status` (default 200) with the file `message` of tests/recorded/
+          sent byte for byte, content type by its suffix (.json, .sse), whatever the request asked.
+        - "base64_variant" (image endpoints): the image's base64 as `message` says: "wrapped" (76-character
+          lines), "data_uri" (`data:image/<format>;base64,` prefix), "url_safe" (`-_` alphabet), "unpadded".
+        - "empty_files" (/ai/imagen): `files` is `[]`; with `message`, the body also has
+          `{"error": {"message": message}}`, as public clients report of the live service.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
@@ -530,6 +552,7 @@ class FakeUpstream:
             raise ValueError(f"fault {kind!r} does not apply to {path!r} (only {sorted(allowed)})")
         if times < 1:
             raise ValueError("times must be >= 1")
+        _check_fault_message(kind, message)
         fault = Fault(kind, status, retry_after, message, delay, after_chunks, size)
         with self._lock:
             self._faults.setdefault(path, deque()).extend([fault] * times)
@@ -633,6 +656,11 @@ class FakeUpstream:
                     json.dumps({"error": {"message": fault.message or "provider failed"}}).encode(),
                     "application/json",
                 )
+                return
+            elif fault.kind == "recorded":
+                name = fault.message or ""
+                body = (RECORDED_DIR / name).read_bytes()
+                await ex.send_raw(fault.status or 200, body, RECORDED_TYPES[Path(name).suffix])
                 return
             elif fault.kind == "malformed":
                 await ex.send_raw(200, MALFORMED_BODY, "application/json")
@@ -843,6 +871,10 @@ class FakeUpstream:
             payload["seed"] = seed
         if self.omit_size:
             del payload["size"]
+        if ex.fault_kind == "empty_files":
+            payload["files"] = []
+            if ex.fault is not None and ex.fault.message:
+                payload["error"] = {"message": ex.fault.message}
         ex.missing_field(payload, "files")
         await ex.send_json(200, payload)
 
@@ -859,7 +891,10 @@ class FakeUpstream:
             return base64.b64encode(webp()).decode("ascii")
         # Off the event loop: a 2048 px noise PNG takes long enough to stall concurrent requests.
         data = await asyncio.to_thread(_render_image, prompt, seed, width, height, image_format, self.image_noise)
-        return base64.b64encode(data).decode("ascii")
+        encoded = base64.b64encode(data).decode("ascii")
+        if ex.fault_kind == "base64_variant":
+            return _base64_variant(encoded, ex.fault_message(""), image_format)
+        return encoded
 
     # ------------------------------------------------------------------ Yandex AI Studio
 
@@ -1198,6 +1233,28 @@ def _render_image(prompt: str, seed: object, width: int, height: int, image_form
     else:
         image.save(out, fmt)
     return out.getvalue()
+
+
+def _check_fault_message(kind: str, message: str | None) -> None:
+    """A "recorded" file that is not there, or an unknown base64 variant, fails in the test, not at request time."""
+    if kind == "recorded":
+        name = message or ""
+        if Path(name).name != name or Path(name).suffix not in RECORDED_TYPES or not (RECORDED_DIR / name).is_file():
+            raise ValueError(f"recorded needs message=<a .json or .sse file in {RECORDED_DIR}>, got {message!r}")
+    if kind == "base64_variant" and message not in BASE64_VARIANTS:
+        raise ValueError(f"base64_variant needs message= one of {sorted(BASE64_VARIANTS)}, got {message!r}")
+
+
+def _base64_variant(encoded: str, variant: str, image_format: str) -> str:
+    if variant == "wrapped":
+        return "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    if variant == "data_uri":
+        return f"data:image/{image_format.lower().replace('jpg', 'jpeg')};base64,{encoded}"
+    changed = encoded.translate(str.maketrans("+/", "-_")) if variant == "url_safe" else encoded.rstrip("=")
+    if changed == encoded:
+        # A variant that changes nothing would let a strict decoder pass the test: fail loudly instead.
+        raise _HTTPError(500, f"fake: the {variant} variant changes nothing for this image; use another prompt")
+    return changed
 
 
 def _phrase(status: int) -> str:

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.fake_upstream import FAULT_KINDS, FakeUpstream
+from tests.fake_upstream import FAULT_KINDS, RECORDED_DIR, FakeUpstream
 
 AUTH = {"Authorization": "Bearer openai"}
 YANDEX_AUTH = {"Authorization": "Api-Key yandex-test-key"}
@@ -439,7 +439,51 @@ def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
     covered |= {"bomb", "error_body"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
+    covered |= {"recorded", "base64_variant", "empty_files"}
     assert covered == FAULT_KINDS
+
+
+# ---------------------------------------------------------------- recorded bodies, lenient base64 (issue 12)
+
+
+def test_recorded_bodies_are_sent_byte_for_byte(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/v2", "recorded", message="onlysq_v2_stream.sse")
+    fake.add_fault("/v1/images/generations", "recorded", message="yandex_error_403_model_denied.json", status=403)
+    streamed = chat(client)  # an unstreamed request: the recorded body is sent whatever was asked
+    assert (streamed.status_code, streamed.headers["content-type"]) == (200, "text/event-stream")
+    assert streamed.content == (RECORDED_DIR / "onlysq_v2_stream.sse").read_bytes()
+    denied = yandex(client)
+    assert (denied.status_code, denied.headers["content-type"]) == (403, "application/json")
+    assert denied.content == (RECORDED_DIR / "yandex_error_403_model_denied.json").read_bytes()
+
+
+@pytest.mark.parametrize("message", [None, "missing.json", "../conftest.py", "README.md"])
+def test_a_recorded_body_must_be_a_file_of_tests_recorded(fake: FakeUpstream, message: str | None) -> None:
+    with pytest.raises(ValueError, match="recorded needs"):
+        fake.add_fault("/ai/v2", "recorded", message=message)
+
+
+@pytest.mark.parametrize("variant", ["wrapped", "data_uri", "url_safe", "unpadded"])
+def test_base64_variants_differ_from_strict_base64(fake: FakeUpstream, client: httpx2.Client, variant: str) -> None:
+    plain = imagen(client, prompt="variant probe").json()["files"][0]
+    fake.add_fault("/ai/imagen", "base64_variant", message=variant)
+    varied = imagen(client, prompt="variant probe").json()["files"][0]
+    assert varied != plain
+    with pytest.raises(ValueError):
+        base64.b64decode(varied, validate=True)
+
+
+def test_unknown_base64_variant_is_refused(fake: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="base64_variant needs"):
+        fake.add_fault("/ai/imagen", "base64_variant", message="rot13")
+
+
+def test_empty_files_with_and_without_an_error(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/imagen", "empty_files", message="provider queue")
+    fake.add_fault("/ai/imagen", "empty_files")
+    first, second = imagen(client).json(), imagen(client).json()
+    assert (first["files"], first["error"]) == ([], {"message": "provider queue"})
+    assert second["files"] == [] and "error" not in second
 
 
 # ---------------------------------------------------------------- concurrency and async use
