@@ -513,3 +513,13 @@ async def test_usable_from_async_tests(fake: FakeUpstream) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_yandex_prompt_limit_answers_with_the_live_text(client: httpx2.Client) -> None:
+    # The text public clients of Alice AI ART report (upstreams.md); 500 characters still pass.
+    refused = yandex(client, prompt="p" * 702)
+    assert (refused.status_code, refused.json()["error"]["message"]) == (
+        400,
+        "Prompt positive size 702 exceeds limit (500)",
+    )
+    assert yandex(client, prompt="p" * 500).status_code == 200
