@@ -90,6 +90,14 @@ async def test_unstreamed_chat_200_with_an_error_body(stdio_params, upstream):
     assert "OnlySq: answered with an error: model overloaded" in text_of(result), text_of(result)
 
 
+@pytest.mark.parametrize("path", ["/ai/v2", YANDEX_CHAT_PATH])
+async def test_an_error_event_inside_a_stream_gives_the_providers_message(http_server, upstream, path):
+    upstream.add_fault(path, "stream_error", after_chunks=1, message="upstream provider failed")
+    arguments = {"prompt": "hello there"} | ({"model": "yandexgpt"} if path == YANDEX_CHAT_PATH else {})
+    result = await call(http_server.url, "chat", arguments)
+    assert result.is_error and "upstream provider failed" in text_of(result), text_of(result)
+
+
 async def test_yandex_chat_200_with_an_error_body(http_server, upstream):
     upstream.add_fault(YANDEX_CHAT_PATH, "error_body", message="folder quota exhausted")
     result = await call(http_server.url, "chat", {"prompt": "hi", "model": "yandexgpt"})
