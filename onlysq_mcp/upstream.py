@@ -353,8 +353,11 @@ class Upstream:
                 # HTTP 200 with `{"error": {"message": ...}}`: the provider's words, not a format complaint.
                 raise GenerationFailed(self.name, f"answered with an error: {self.upstream_words(message)}") from None
             keys = self.upstream_words(", ".join(sorted(body))) if isinstance(body, dict) else type(body).__name__
+            # `files[0]` names the field `files`: present but empty or of the wrong shape is a different report.
+            top = field.partition("[")[0].partition(".")[0]
+            what = "an empty or malformed" if isinstance(body, dict) and top in body else "without the"
             raise UpstreamBadResponse(
-                self.name, f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
+                self.name, f"answered {what} `{field}` field (got: {keys or 'nothing'}); the API may have changed"
             ) from None
 
     def decode_base64(self, data: str) -> bytes:

@@ -111,7 +111,7 @@ async def test_imagen_empty_files_gives_the_providers_message(http_server, upstr
     with_error = await call(http_server.url, "generate_image", {"prompt": "x"})
     without = await call(http_server.url, "generate_image", {"prompt": "x"})
     assert with_error.is_error and "OnlySq: answered with an error: provider queue" in text_of(with_error)
-    assert without.is_error and "`files`" in text_of(without), text_of(without)
+    assert without.is_error and "answered an empty or malformed `files` field" in text_of(without), text_of(without)
 
 
 # --- point 1: Yandex model names ---------------------------------------------------------------------------------
