@@ -323,13 +323,13 @@ class ChatReader:
 
 def data_of(line: str) -> str | None:
     """The data a line of the body carries: after `data:` (with or without its space), or the whole line when
-    it is bare JSON; None for a blank line, an event-stream comment (`:`) or a field without data."""
+    it is bare JSON; None for a blank line, an event-stream comment (`:`), a field without data or empty data."""
     line = line.strip()
     if not line or line.startswith(":"):
         return None
     name, colon, value = line.partition(":")
     if name == "data":
-        return value.strip()
+        return value.strip() or None
     if colon and name in NO_DATA_FIELDS:
         return None
     return line

@@ -120,7 +120,15 @@ async def read_body(content, content_type: str = "text/event-stream"):
 
 
 async def test_line_ends_split_across_reads_byte_by_byte():
-    body = b": hi\r\n" + b"data:" + CHUNK % b"a" + b"\r\n\r\n" + CHUNK % b"b" + b"\r" + b"data: [DONE]\r\n"
+    body = (
+        b": hi\r\ndata\r\nid: 1\ndata:\n\n"
+        + b"data:"
+        + CHUNK % b"a"
+        + b"\r\n\r\n"
+        + CHUNK % b"b"
+        + b"\r"
+        + b"data: [DONE]\r\n"
+    )
     result = await read_body(pieces(*(body[i : i + 1] for i in range(len(body)))))
     assert result.reply == "ab"
     assert result.note is None and result.finish_reason == "stop"
