@@ -32,13 +32,17 @@ class ChatTurn(BaseModel):
 class ChatOutput(BaseModel):
     model: str = Field(description="The model that answered.")
     reply: str = Field(description="The model's answer.")
-    finish_reason: str = Field(description="`stop` when the answer is complete; `length` when cut by max_tokens.")
+    finish_reason: str = Field(
+        description="`stop` when the answer is complete; `length` when cut by max_tokens; `unknown` when the "
+        "upstream did not say (see `note`)."
+    )
     # A flat mapping rather than a nested model: clients validate this schema once per session, and a
     # `$ref` inside an `anyOf` makes that several times slower.
     usage: dict[str, int] = Field(
         default_factory=dict,
         description="Token counts when the upstream reports them: prompt_tokens, completion_tokens, total_tokens.",
     )
+    note: str | None = Field(None, description="Why the reply may be incomplete, when it may be.")
 
 
 class ModelList(BaseModel):
@@ -127,10 +131,14 @@ async def chat(
         on_delta=StreamProgress(ctx).on_delta,
         on_retry=client_log(ctx),
     )
-    output = ChatOutput(model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage)
+    output = ChatOutput(
+        model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage, note=result.note
+    )
     text = result.reply or "(the model returned an empty reply)"
     if result.finish_reason == "length":
         text += "\n\n[The reply was cut off at max_tokens.]"
+    if result.note:
+        text += f"\n\n[{result.note}]"
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content=output.model_dump(mode="json"),

@@ -90,7 +90,13 @@ FAULT_KINDS: Final = frozenset(
         "not_image",
         "bomb",
         "cut_stream",
+        "abort_stream",
         "stream_error",
+        "bare_lines",
+        "newline_events",
+        "plain_sse",
+        "crlf_events",
+        "pretty_json",
         "stall",
         "delay",
         "drop",
@@ -109,6 +115,12 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "error_body": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH}),
     "finish_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "cut_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "abort_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "bare_lines": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "newline_events": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "plain_sse": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "crlf_events": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "pretty_json": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "stream_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
@@ -117,6 +129,17 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "empty_files": frozenset({IMAGEN_PATH}),
 }
 
+# How a chat stream is framed on the wire, by fault kind: content type, what goes before each JSON payload and
+# what after it. The default is OpenAI's reference framing; the others are what OnlySq's own sample client
+# for /ai/v2 would read as well (raw lines, `data: ` stripped only when present, content type ignored), and
+# what the WHATWG event-stream grammar allows (any of CRLF, LF, CR; `data:` without its space).
+STREAM_FRAMINGS: Final[dict[str | None, tuple[str, bytes, bytes]]] = {
+    None: ("text/event-stream; charset=utf-8", b"data: ", b"\n\n"),
+    "bare_lines": ("text/event-stream; charset=utf-8", b"", b"\n"),
+    "newline_events": ("text/event-stream; charset=utf-8", b"data: ", b"\n"),
+    "plain_sse": ("text/plain; charset=utf-8", b"data: ", b"\n\n"),
+    "crlf_events": ("text/event-stream", b": keep-alive\r\nevent: message\r\ndata:", b"\r\n\r\n"),
+}
 MALFORMED_BODY: Final = b'{"choices": ['
 NOT_GZIP_BODY: Final = b"this body claims to be gzip but is not"
 HUGE_PIECE: Final = 64 * 1024
@@ -533,7 +556,16 @@ class FakeUpstream:
         - "bomb" (image endpoints): the image is a 34-byte lossless WebP declaring 13,300×13,300 pixels
           (`tests/image_bombs.py`).
         - "cut_stream" (/ai/v2): a stream ends cleanly after `after_chunks` content chunks, with no finish
-          chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.
+          chunk and no `[DONE]` (with `after_chunks` past the reply's chunks: all the text, then a clean end
+          without an end marker); a non-streamed answer sends its headers and half its body, then aborts.
+        - "abort_stream" (/ai/v2): a stream's connection is aborted after `after_chunks` content chunks (a
+          network cut); a non-streamed answer as with "cut_stream".
+        - "bare_lines", "newline_events", "plain_sse", "crlf_events" (/ai/v2): a stream framed otherwise
+          (`STREAM_FRAMINGS`): bare JSON lines and a bare `[DONE]`; `data:` lines with single newlines between
+          them; normal events labelled text/plain; CRLF line ends, a comment and an `event:` field, `data:`
+          without its space. A non-streamed answer is as usual.
+        - "pretty_json" (/ai/v2): the answer, streamed request or not, is one pretty-printed JSON body labelled
+          text/plain: the `chat.completion`, or with `message` `{"error": {"message": message}}`.
         - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
           stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
         - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
@@ -751,7 +783,7 @@ class FakeUpstream:
         else:
             reply = "Echo: " + (last_user[0] if last_user is not None else "")
 
-        if stream:
+        if stream and ex.fault_kind != "pretty_json":
             await self._stream_chat(ex, model, reply, prompt_tokens)
             return
 
@@ -780,6 +812,10 @@ class FakeUpstream:
         if ex.record.path == CHAT_PATH:
             payload["user"] = 0
         ex.missing_field(payload, "choices")
+        if ex.fault is not None and ex.fault.kind == "pretty_json":
+            body = {"error": {"message": ex.fault.message}} if ex.fault.message else payload
+            await ex.send_raw(200, json.dumps(body, indent=2, ensure_ascii=False).encode(), "text/plain; charset=utf-8")
+            return
         await ex.send_json(200, payload)
 
     async def _stream_chat(self, ex: _Exchange, model: str, reply: str, prompt_tokens: int) -> None:
@@ -803,32 +839,33 @@ class FakeUpstream:
             return payload
 
         async def checkpoint() -> bool:
-            """Apply a mid-stream fault once `after` chunks are out; True means the stream must end."""
-            if kind == "cut_stream":
+            """Apply a mid-stream fault once `after` chunks are out; True means the stream has ended."""
+            if kind == "abort_stream":
+                await ex.drop()
                 return True
             if kind == "stream_error":
                 await ex.send_event({"error": {"message": ex.fault_message("provider failed")}})
+            if kind in ("cut_stream", "stream_error"):
+                await ex.end()
                 return True
             if kind == "stall" and ex.fault is not None:
                 await self._sleep(ex.fault.delay)
             return False
 
-        await ex.start(200, "text/event-stream; charset=utf-8", [("cache-control", "no-cache")])
+        await ex.start(200, ex.framing()[0], [("cache-control", "no-cache")])
         for sent, piece in enumerate(pieces):
             if sent == after and await checkpoint():
-                await ex.end()
                 return
             if sent:
                 await self._sleep(self.stream_chunk_delay)
             await ex.send_event(chunk({"content": piece, "role": "assistant"}, None, None))
         if after >= len(pieces) and await checkpoint():
-            await ex.end()
             return
         await self._sleep(self.stream_chunk_delay if pieces else 0)
         finish = "error" if kind == "finish_error" else "stop"
         usage = _usage(prompt_tokens, _count_tokens(reply))
         await ex.send_event(chunk({}, finish, usage))
-        await ex.send_body(b"data: [DONE]\n\n")
+        await ex.send_event("[DONE]")
         await ex.end()
 
     async def _imagen(self, ex: _Exchange) -> None:
@@ -1079,8 +1116,14 @@ class _Exchange:
     async def end(self) -> None:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def framing(self) -> tuple[str, bytes, bytes]:
+        return STREAM_FRAMINGS.get(self.fault_kind, STREAM_FRAMINGS[None])
+
     async def send_event(self, payload: Any) -> None:
-        await self.send_body(b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n")
+        """One event in this request's framing; `[DONE]` goes as it is, anything else as JSON."""
+        _, before, after = self.framing()
+        data = b"[DONE]" if payload == "[DONE]" else json.dumps(payload, ensure_ascii=False).encode()
+        await self.send_body(before + data + after)
 
     async def send_raw(
         self, status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
@@ -1091,7 +1134,7 @@ class _Exchange:
     async def send_json(self, status: int, payload: Any) -> None:
         """Send a success body, honouring the "stall" and (for non-streams) "cut_stream" faults."""
         body = json.dumps(payload, ensure_ascii=False).encode()
-        if self.fault is not None and self.fault.kind in ("stall", "cut_stream"):
+        if self.fault is not None and self.fault.kind in ("stall", "cut_stream", "abort_stream"):
             await self.start(status, "application/json", [("content-length", str(len(body)))])
             if self.fault.kind == "stall":
                 await self.fake._sleep(self.fault.delay)

@@ -375,6 +375,49 @@ def test_cut_stream_and_stream_error(fake: FakeUpstream, client: httpx2.Client) 
         chat(client)  # a non-streamed answer is truncated mid-body instead
 
 
+@pytest.mark.parametrize(
+    ("kind", "content_type", "separator", "prefix"),
+    [
+        ("bare_lines", "text/event-stream", b"\n", b"{"),
+        ("newline_events", "text/event-stream", b"\n", b"data: {"),
+        ("plain_sse", "text/plain", b"\n\n", b"data: {"),
+        ("crlf_events", "text/event-stream", b"\r\n\r\n", b": keep-alive\r\nevent: message\r\ndata:{"),
+    ],
+)
+def test_stream_framings(fake: FakeUpstream, client: httpx2.Client, kind, content_type, separator, prefix) -> None:
+    fake.add_fault("/ai/v2", kind)
+    with client.stream("POST", "/ai/v2", json=chat_body("Hello world", stream=True), headers=AUTH) as response:
+        assert response.headers["content-type"].startswith(content_type)
+        body = response.read()
+    events = body.split(separator)
+    assert events[-1] == b"" and events[-2].endswith(b"[DONE]")
+    assert all(event.startswith(prefix) for event in events[:-2])
+    pieces = [json.loads(e.removeprefix(prefix[:-1]))["choices"][0]["delta"].get("content", "") for e in events[:-2]]
+    assert "".join(pieces) == "Echo: Hello world"
+    if separator == b"\n":
+        assert b"\n\n" not in body
+
+
+def test_pretty_json_and_abort_stream(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/v2", "pretty_json")
+    response = chat(client, stream=True)
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith("{\n  ") and response.json()["choices"][0]["message"]["content"] == "Echo: Hi"
+    fake.add_fault("/ai/v2", "pretty_json", message="queue full")
+    assert chat(client).json() == {"error": {"message": "queue full"}}
+
+    fake.add_fault("/ai/v2", "abort_stream", after_chunks=2)
+    received = []
+    with (
+        pytest.raises(httpx2.RemoteProtocolError),
+        client.stream("POST", "/ai/v2", json=chat_body("Hello", stream=True), headers=AUTH) as response,
+    ):
+        for line in response.iter_lines():
+            received.append(line)
+    events = [line for line in received if line]
+    assert len(events) == 2 and all(line.startswith("data: {") for line in events)  # two chunks, then the cut
+
+
 def test_stall_delay_latency(fake: FakeUpstream, client: httpx2.Client) -> None:
     fake.add_fault("/ai/v2", "stall", delay=0.4, after_chunks=1)
     with client.stream("POST", "/ai/v2", json=chat_body("Hello world", stream=True), headers=AUTH) as response:
@@ -440,6 +483,7 @@ def test_every_fault_kind_is_covered() -> None:
     covered |= {"bomb", "error_body"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
     covered |= {"recorded", "base64_variant", "empty_files"}
+    covered |= {"abort_stream", "bare_lines", "newline_events", "plain_sse", "crlf_events", "pretty_json"}
     assert covered == FAULT_KINDS
 
 

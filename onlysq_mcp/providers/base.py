@@ -62,6 +62,8 @@ class ChatReply:
     finish_reason: str
     # Token counts the upstream reported: prompt_tokens, completion_tokens, total_tokens.
     usage: dict[str, int] = field(default_factory=dict)
+    # Said when the reply may not be all of it.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
