@@ -227,12 +227,16 @@ class Upstream:
         url = self.base_url.rstrip("/") + path
         retries = self.policy.retries if retry else 0
         started = time.monotonic()
+        # Time spent waiting for the pacer (for the call's other requests), which is not this request's retrying.
+        paced = 0.0
         attempt = 0
         while True:
             attempt += 1
             client = self.client()
             request = client.build_request(method, url, headers=headers, json=json_body)
+            queued = time.monotonic()
             async with pacer.attempt() if pacer is not None else contextlib.nullcontext():
+                paced += time.monotonic() - queued
                 try:
                     response = await client.send(request, stream=True)
                 except HTTPX2_ERRORS as exc:
@@ -253,7 +257,7 @@ class Upstream:
 
             elapsed = time.monotonic() - started
             wait = self.policy.wait_before(attempt, retry_after)
-            if attempt > retries or wait > MAX_SINGLE_WAIT or elapsed + wait > self.policy.deadline:
+            if attempt > retries or wait > MAX_SINGLE_WAIT or elapsed - paced + wait > self.policy.deadline:
                 raise self.final_error(failure, attempt, elapsed, retry_after)
             note = f"{failure}; retry {attempt} of {retries} in {wait:.1f}s"
             logger.warning("%s", note)

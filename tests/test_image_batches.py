@@ -6,12 +6,16 @@ Through a real transport (the server as a stdio subprocess) against the fake ups
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
+from onlysq_mcp.upstream import RetryPolicy, Upstream
 from tests.fake_upstream import IMAGEN_PATH, QUEUE_FULL_MESSAGE
 from tests.helpers import text_of
 
@@ -104,3 +108,39 @@ async def test_descriptions_promise_nothing_the_upstream_does_not(stdio_params, 
         assert "passed to the provider" in description.lower(), description
         assert "may ignore it" in description, description
     assert "seed+i" in seed
+
+
+class SlowPacer:
+    """Keeps every attempt waiting a while, as one queued behind a call's other images does."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self.refusals = 0
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[None]:
+        await anyio.sleep(self.wait)
+        yield
+
+    def rate_limited(self) -> None:
+        self.refusals += 1
+
+
+async def test_waiting_behind_other_images_does_not_use_up_an_images_retry_deadline():
+    answers = iter([429, 429, 200])
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(next(answers), json={"ok": True}))
+    client = httpx2.AsyncClient(transport=transport)
+    upstream = Upstream(
+        name="X",
+        client=lambda: client,
+        base_url="http://upstream.test",
+        policy=RetryPolicy(retries=3, backoff=0, deadline=0.2),
+        read_timeout=5,
+        auth_hint="",
+        max_body_bytes=10_000,
+        max_image_bytes=10_000,
+    )
+    pacer = SlowPacer(0.15)
+    body = await upstream.request("POST", "/ai/imagen", json_body={}, pacer=pacer)
+    assert body.status_code == 200
+    assert pacer.refusals == 2
