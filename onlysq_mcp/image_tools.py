@@ -57,6 +57,10 @@ VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
 DEFAULT_QUESTION = "Describe this image in detail."
 UNDECODABLE = "cannot be decoded: it is corrupt or truncated"
+PACED = (
+    "The provider answered 429 (too many requests, e.g. a full queue), so the images were requested one at a "
+    "time; if this repeats, ask for fewer images per call."
+)
 
 
 class ImageFile(BaseModel):
@@ -160,7 +164,7 @@ async def generate_image(
         await announce_list_changed(ctx, in_request=True)
     if not job.finished.is_set():
         return pending_result(job, order, services.settings.onlysq_mcp_image_wait)
-    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved)
+    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial)
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,10 @@ async def images_result(
     failures: list[str],
     saved: list[tuple[SavedImage, bytes]],
     unsaved: list[tuple[bytes, str]],
+    *,
+    paced: bool = False,
 ) -> CallToolResult:
+    """The call's result; `paced` when the upstream answered 429 and the images went one at a time."""
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
     settings = services.settings
@@ -312,7 +319,10 @@ async def images_result(
         failures=failures,
     )
     return CallToolResult(
-        content=[TextContent(type="text", text=summarize(output, order.notes)), *blocks],
+        content=[
+            TextContent(type="text", text=summarize(output, [*order.notes, *([PACED] if paced else [])])),
+            *blocks,
+        ],
         structured_content=output.model_dump(mode="json"),
     )
 

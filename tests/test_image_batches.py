@@ -51,6 +51,7 @@ async def test_a_batch_goes_one_at_a_time_after_a_429_and_delivers_every_image(s
     data = result.structured_content
     assert len(data["images"]) == BATCH, text_of(result)
     assert data["failures"] == []
+    assert "the images were requested one at a time" in text_of(result)
     assert_one_at_a_time_after_the_first_burst(upstream)
 
 
@@ -94,6 +95,7 @@ async def test_a_seeded_batch_sends_one_seed_per_image_wrapping_at_2_to_the_32(s
     assert sorted(seeds[:3]) == [41, 42, 43]
     assert sorted(seeds[3:]) == [0, top - 1, top]
     assert "Seed sent: 41, 42, 43 (OnlySq may ignore it)." in text_of(plain)
+    assert "one at a time" not in text_of(plain)  # no 429, no pacing
     # The fake draws from prompt and seed: different seeds, different pictures.
     assert len({Path(image["path"]).read_bytes() for image in plain.structured_content["images"]}) == 3
 
