@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .openai_chat import ChatReader, ChatResult, Message, OnDelta, chat_request
-from .upstream import OnRetry, Upstream
+from .upstream import OnRetry, Pacer, Upstream
 
 UPSTREAM = "OnlySq"
 
@@ -80,14 +80,22 @@ class OnlySqClient:
         return self._upstream.parse(response, ModelsResponse, "models")
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
         """One image per request, as the current ImaGen revision returns; bytes exactly as sent."""
         payload: dict[str, Any] = {"model": model, "prompt": prompt, "ratio": ratio}
         if seed is not None:
+            # In no ImaGen revision and sent by no public client: passed on as is, possibly ignored.
             payload["seed"] = seed
         response = await self._upstream.request(
-            "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry
+            "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry, pacer=pacer
         )
         imagen = self._upstream.parse(response, ImagenResponse, "files")
         del response  # the raw body is as large as the base64 text: free it before the decoded copy is made

@@ -87,14 +87,26 @@ ChatModel = Annotated[
     Field(description="Chat model id from `list_models` (kind `chat`). Default: the server's chat model."),
 ]
 
+# OnlySq's API2.0 documents neither field inside `request`, and no public client sends them: they are passed
+# through, never promised (Yandex's OpenAI-compatible chat documents both, `openai-compatibility.md`).
 Temperature = Annotated[
     float | None,
-    Field(ge=0, le=2, description="Sampling temperature 0–2; lower is more focused. Default: the model's own."),
+    Field(
+        ge=0,
+        le=2,
+        description="Sampling temperature 0–2; lower is more focused. Passed to the provider, which may ignore it "
+        "(OnlySq does not document it; Yandex supports it). Default: the model's own.",
+    ),
 ]
 
 MaxTokens = Annotated[
     int | None,
-    Field(ge=1, le=100_000, description="Upper bound on the reply length in tokens. Default: the model's own."),
+    Field(
+        ge=1,
+        le=100_000,
+        description="Upper bound on the reply length in tokens. Passed to the provider, which may ignore it "
+        "(OnlySq does not document it; Yandex supports it). Default: the model's own.",
+    ),
 ]
 
 

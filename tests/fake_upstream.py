@@ -74,6 +74,7 @@ MODELS_PATH: Final = "/ai/models"
 YANDEX_IMAGES_PATH: Final = "/v1/images/generations"
 YANDEX_CHAT_PATH: Final = "/v1/chat/completions"
 YANDEX_PATHS: Final = frozenset({YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH})
+IMAGE_PATHS: Final = frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH})
 
 IMAGEN_RATIOS: Final = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 CHAT_ROLES: Final = frozenset({"system", "user", "assistant"})
@@ -162,6 +163,9 @@ _YANDEX_MODEL_URI: Final = re.compile(r"^art://([^/]+)/([^/]+)(?:/([^/]+))?$")
 # gpt://<folder>/<model>[/<branch>]; without a branch Yandex takes `latest` (concepts/generation/models.md).
 _YANDEX_CHAT_URI: Final = re.compile(r"^gpt://([^/]+)/([^/]+)(?:/(latest|rc|deprecated))?$")
 _YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
+# OnlySq answers 429 "provider queue" when too many generations are queued (a public client tells users to cut
+# parallel image requests to 1 when it repeats); the exact wording is not known, only those words.
+QUEUE_FULL_MESSAGE: Final = "Too many requests: the provider queue is full, try again later"
 # The live limit of Alice AI ART, with the live error text (seen by public clients); the reference says 32k.
 _YANDEX_PROMPT_LIMIT: Final = 500
 
@@ -369,6 +373,7 @@ class FakeUpstream:
     yandex_retired_models: set[str]
     yandex_chat_models: set[str]
     yandex_format: str
+    image_queue_limit: int | None
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -378,6 +383,8 @@ class FakeUpstream:
         self._faults: dict[str, deque[Fault]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
+        self._image_in_flight = 0
+        self._image_arrivals: list[int] = []
         self._disconnects = 0
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -405,6 +412,9 @@ class FakeUpstream:
         self.yandex_retired_models = {"yandex-art"}
         self.yandex_chat_models = {"aliceai-llm", "yandexgpt", "yandexgpt-lite"}
         self.yandex_format = "JPEG"
+        # Image requests (both image endpoints) that may be in flight at once; one arriving beyond it is answered
+        # 429 with QUEUE_FULL_MESSAGE, like OnlySq's full provider queue. None: no limit.
+        self.image_queue_limit = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -484,6 +494,7 @@ class FakeUpstream:
             self._requests.clear()
             self._faults.clear()
             self._max_in_flight = 0
+            self._image_arrivals.clear()
             self._disconnects = 0
 
     # ------------------------------------------------------------------ test-facing API
@@ -514,6 +525,13 @@ class FakeUpstream:
         """Most requests being handled at once since start or `reset()` (for concurrency-limit tests)."""
         with self._lock:
             return self._max_in_flight
+
+    @property
+    def image_arrivals(self) -> list[int]:
+        """For each image request so far, oldest first: how many image requests were in flight as it arrived,
+        itself included (1 = it had the upstream to itself)."""
+        with self._lock:
+            return list(self._image_arrivals)
 
     def add_fault(
         self,
@@ -618,13 +636,20 @@ class FakeUpstream:
             time=time.time(),
             client=tuple(scope["client"]) if scope.get("client") else None,
         )
+        image = path in IMAGE_PATHS
         with self._lock:
             self._requests.append(record)
             queue = self._faults.get(path)
             fault = queue.popleft() if queue else None
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        exchange = _Exchange(self, scope, send, record, fault)
+            if image:
+                self._image_in_flight += 1
+                self._image_arrivals.append(self._image_in_flight)
+                limit = self.image_queue_limit
+                if fault is None and limit is not None and self._image_in_flight > limit:
+                    fault = Fault("status", 429, message=QUEUE_FULL_MESSAGE)
+        exchange = _Exchange(self, scope, send, record, fault, image=image)
 
         async def answer(group: anyio.abc.TaskGroup) -> None:
             try:
@@ -1025,9 +1050,17 @@ class _Exchange:
     """One request/response, with the send helpers that apply the request's fault."""
 
     def __init__(
-        self, fake: FakeUpstream, scope: Scope, send: Send, record: RecordedRequest, fault: Fault | None
+        self,
+        fake: FakeUpstream,
+        scope: Scope,
+        send: Send,
+        record: RecordedRequest,
+        fault: Fault | None,
+        *,
+        image: bool = False,
     ) -> None:
         self.fake = fake
+        self.image = image
         self.scope = scope
         self._raw_send = send
         self.record = record
@@ -1049,6 +1082,8 @@ class _Exchange:
             self._counted_out = True
             with self.fake._lock:
                 self.fake._in_flight -= 1
+                if self.image:
+                    self.fake._image_in_flight -= 1
 
     @property
     def fault_kind(self) -> str | None:

@@ -13,7 +13,7 @@ from typing import ClassVar, Literal, Protocol
 from pydantic import BaseModel, Field, HttpUrl
 
 from ..settings import Settings
-from ..upstream import OnRetry, Upstream
+from ..upstream import OnRetry, Pacer, Upstream
 
 # The `provider` field of the tools' output. A literal rather than `str` so that the schema lists the
 # choices; `tests/test_providers.py` checks it names exactly the providers of the registry.
@@ -73,6 +73,7 @@ class ImageLimits:
     max_prompt_chars: int
     ratios: frozenset[str]
     max_count: int
+    # Whether a seed is sent at all; the provider may still ignore it (OnlySq documents none).
     seed: bool
 
 
@@ -134,7 +135,14 @@ class Provider(ABC):
         raise NotImplementedError(f"{self.title} offers no chat")
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
-        """One image, as the upstream sent it; `seed` only where `image_limits.seed`."""
+        """One image, as the upstream sent it; `seed` only where `image_limits.seed`; each attempt paced by `pacer`."""
         raise NotImplementedError(f"{self.title} offers no image generation")

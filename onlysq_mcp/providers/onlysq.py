@@ -10,7 +10,7 @@ from importlib import resources
 
 from ..onlysq import UPSTREAM, ModelInfo, ModelsResponse, OnlySqClient
 from ..settings import Settings
-from ..upstream import OnRetry
+from ..upstream import OnRetry, Pacer
 from .base import (
     ASPECT_RATIOS,
     Connect,
@@ -56,9 +56,16 @@ class OnlySqProvider(OpenAIChatProvider):
         return load_bundled()
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
-        return await self.client.generate_image(model, prompt, ratio, seed=seed, on_retry=on_retry)
+        return await self.client.generate_image(model, prompt, ratio, seed=seed, on_retry=on_retry, pacer=pacer)
 
 
 def entries_from(response: ModelsResponse) -> list[ModelEntry]:
