@@ -141,8 +141,8 @@ async def generate_image(
             ge=0,
             le=SEED_SPACE - 1,
             description="Optional seed, passed to the provider as it is; the provider may ignore it, so the same "
-            "seed is not guaranteed to repeat a picture (OnlySq documents no seed; Yandex takes none and it is "
-            f"dropped). With `count` > 1 image i gets seed+i (wrapping to 0 after {SEED_SPACE - 1}), so the "
+            "seed is not guaranteed to repeat a picture (where a provider takes no seed, it is dropped, with a "
+            f"note). With `count` > 1 image i gets seed+i (wrapping to 0 after {SEED_SPACE - 1}), so the "
             "images differ.",
         ),
     ] = None,

@@ -94,8 +94,8 @@ Temperature = Annotated[
     Field(
         ge=0,
         le=2,
-        description="Sampling temperature 0–2; lower is more focused. Passed to the provider, which may ignore it "
-        "(OnlySq does not document it; Yandex supports it). Default: the model's own.",
+        description="Sampling temperature 0–2; lower is more focused. Passed to the provider as is; not "
+        "every provider honours it. Default: the model's own.",
     ),
 ]
 
@@ -104,8 +104,8 @@ MaxTokens = Annotated[
     Field(
         ge=1,
         le=100_000,
-        description="Upper bound on the reply length in tokens. Passed to the provider, which may ignore it "
-        "(OnlySq does not document it; Yandex supports it). Default: the model's own.",
+        description="Upper bound on the reply length in tokens. Passed to the provider as is; not "
+        "every provider honours it. Default: the model's own.",
     ),
 ]
 
