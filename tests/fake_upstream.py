@@ -143,8 +143,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def default_models() -> dict[str, dict[str, Any]]:
-    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id)."""
+def default_models() -> dict[str, Any]:
+    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id): models the docs
+    never list (`gpt-5.2-chat`, `flux-2-dev`, `stable-diffusion-xl-base-1.0`), the embedding model
+    `e5-mistral-7b` among the text models as the docs list it, `beta` and `work` statuses, tiers 0 to 2."""
 
     def entry(
         name: str,
@@ -153,6 +155,7 @@ def default_models() -> dict[str, dict[str, Any]]:
         owner: str,
         *,
         status: str = "work",
+        tier: int = 0,
         can_stream: bool = True,
         can_tools: bool = False,
         can_think: bool = False,
@@ -161,7 +164,7 @@ def default_models() -> dict[str, dict[str, Any]]:
             "name": name,
             "description": description,
             "modality": modality,
-            "tier": 0,
+            "tier": tier,
             "status": status,
             "can-stream": can_stream,
             "can-tools": can_tools,
@@ -201,6 +204,18 @@ def default_models() -> dict[str, dict[str, Any]]:
             "google",
             can_tools=True,
         ),
+        "gpt-5.2-chat": entry(
+            "GPT-5.2 Chat", "Listed live, not in the docs.", "text", "openai", tier=2, can_tools=True
+        ),
+        # The docs list it with modality Text; it makes embeddings, not replies.
+        "e5-mistral-7b": entry(
+            "E5 Mistral 7B",
+            "E5-Mistral-7B is a 7-billion-parameter model optimized for embeddings and semantic understanding "
+            "while still supporting general text tasks.",
+            "text",
+            "intfloat",
+            can_stream=False,
+        ),
         "deepseek-v3": entry(
             "DeepSeek V3",
             "Deepseek-V3 is an advanced AI model by Deepseek, excelling in reasoning, code generation, "
@@ -222,7 +237,11 @@ def default_models() -> dict[str, dict[str, Any]]:
             "The second generation of FLUX, open-weights development release.",
             "image",
             "black-forest-labs",
+            tier=1,
             can_stream=False,
+        ),
+        "stable-diffusion-xl-base-1.0": entry(
+            "Stable Diffusion XL", "Listed live, not in the docs.", "image", "stabilityai", can_stream=False
         ),
         "gtts": entry(
             "gTTS",
@@ -314,7 +333,8 @@ class FakeUpstream:
     # Knobs; `reset()` restores these defaults.
     latency: float
     api_keys: set[str]
-    models: dict[str, dict[str, Any]]
+    # Entries may be anything, to imitate odd live ones: `None`, a list where text belongs, an unknown status.
+    models: dict[str, Any]
     api_version: str
     chat_reply: str | None
     stream_piece_chars: int
@@ -680,7 +700,7 @@ class FakeUpstream:
         if not isinstance(request, dict):
             raise _HTTPError(400, "Field 'request' is required")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "text":
             raise _HTTPError(400, f"Model '{model}' does not support chat")
@@ -818,7 +838,7 @@ class FakeUpstream:
         if ratio not in IMAGEN_RATIOS:
             raise _HTTPError(400, f"Invalid ratio {ratio!r}; expected one of {', '.join(IMAGEN_RATIOS)}")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "image":
             raise _HTTPError(400, f"Model '{model}' is not an image model")
