@@ -94,6 +94,7 @@ FAULT_KINDS: Final = frozenset(
         "drop",
         "bad_gzip",
         "huge",
+        "empty_models",
     }
 )
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
@@ -107,6 +108,7 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "empty_models": frozenset({MODELS_PATH}),
 }
 
 MALFORMED_BODY: Final = b'{"choices": ['
@@ -540,6 +542,7 @@ class FakeUpstream:
           chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.
         - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
           stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
+        - "empty_models" (/ai/models): the list is `{}`, while the models stay served (an empty live list).
         - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
           then the rest as normal.
         """
@@ -686,7 +689,8 @@ class FakeUpstream:
             raise _HTTPError(401, "Invalid API key")
 
     async def _models(self, ex: _Exchange) -> None:
-        payload: dict[str, Any] = {"api-version": self.api_version, "models": copy.deepcopy(self.models)}
+        models = {} if ex.fault_kind == "empty_models" else copy.deepcopy(self.models)
+        payload: dict[str, Any] = {"api-version": self.api_version, "models": models}
         ex.missing_field(payload, "models")
         await ex.send_json(200, payload)
 
