@@ -23,8 +23,8 @@ Capability = Literal["chat", "vision", "images"]
 Kind = Literal["chat", "image", "sound", "embedding"]
 Role = Literal["system", "user", "assistant"]
 OnDelta = Callable[[str], Awaitable[None]]
-# Statuses of models the service offers now; public clients of /ai/models keep `work` (and the docs mark
-# `beta`). Any other value (whatever the service uses for a model that is down) hides the model.
+# Statuses of models the service offers now: the live /ai/models list says `work` or `beta`, and public
+# clients of it keep `work` only. Any other value, whatever the service uses for a model that is down, hides it.
 OFFERED_STATUSES = frozenset({"work", "beta"})
 ASPECT_RATIOS = frozenset({"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"})
 

@@ -37,8 +37,6 @@ MODALITIES: dict[str, Kind] = {
 }
 # Embedding models are listed among the text models (seed 002 lists `e5-mistral-7b`, "optimized for embeddings",
 # with modality Text), and how the live list marks them is not established: any of these markers counts.
-EMBEDDING_IDS = frozenset({"e5-mistral-7b"})
-EMBEDDING_ID_PREFIXES = ("e5-", "text-embedding")
 EMBEDDING_FIELDS = ("type", "task", "kind", "category", "mode", "endpoint", "endpoints", "capabilities", "tags")
 EMBEDDING_FLAGS = ("can-embed", "embedding", "embeddings", "is-embedding")
 # Ids are echoed in tool output and logs: anything longer is not a model id.
@@ -135,7 +133,8 @@ def _kind(model_id: str, info: ModelInfo) -> Kind | None:
 
 def _is_embedding(model_id: str, info: ModelInfo) -> bool:
     lowered = model_id.lower()
-    if lowered in EMBEDDING_IDS or lowered.startswith(EMBEDDING_ID_PREFIXES) or "embed" in lowered:
+    # `e5-`: the E5 family (e5-mistral-7b in the docs) makes embeddings; `embed`: text-embedding-3-small, ...
+    if lowered.startswith("e5-") or "embed" in lowered:
         return True
     extra = info.model_extra or {}
     if any(extra.get(flag) is True for flag in EMBEDDING_FLAGS):
