@@ -52,9 +52,9 @@ class Catalogue(BaseModel):
         bundled_kinds = frozenset(m.kind for m in borrowed)
         notes = []
         if listing.skipped:
-            notes.append(f"{listing.skipped} entries of the live list could not be read and are left out.")
+            notes.append(f"Entries of the live list left out because they could not be read: {listing.skipped}.")
         if hidden:
-            notes.append(f"{len(hidden)} models are hidden: the live list gives them a status other than work or beta.")
+            notes.append(f"Models hidden because the live list gives a status other than work or beta: {len(hidden)}.")
         if bundled_kinds:
             notes.append(
                 f"The live list has no {' or '.join(sorted(bundled_kinds))} models; those shown come from the "

@@ -62,8 +62,8 @@ async def test_odd_entries_cost_only_themselves_over_stdio(stdio_params, upstrea
     assert "fake-live-only" in ids_of(listed)
     assert not ids_of(listed) & {"odd-null", "odd-list", "gpt-4o"}
     assert "gemini-2.0-flash" in ids_of(listed)
-    assert "2 entries of the live list could not be read" in data["note"]
-    assert "1 models are hidden" in data["note"]
+    assert "Entries of the live list left out because they could not be read: 2." in data["note"]
+    assert "Models hidden because the live list gives a status other than work or beta: 1." in data["note"]
     assert data["note"] in text_of(listed)
     # Model checking is still on: an unknown id is refused before any request.
     assert unknown.is_error and "Unknown model `no-such-model`" in text_of(unknown)
@@ -121,7 +121,7 @@ async def test_all_entries_odd_is_an_empty_list(make_settings, upstream):
         listed = await client.call_tool("list_models", {"kind": "chat"})
         reply = await client.call_tool("chat", {"prompt": "hi"})
     note = listed.structured_content["note"]
-    assert note.startswith("4 entries of the live list could not be read")
+    assert note.startswith("Entries of the live list left out because they could not be read: 4.")
     assert "The live list has no chat" in note
     assert "gpt-4o-mini" in ids_of(listed)
     # The fake lists nothing usable, so it refuses the model itself: the upstream had the last word.

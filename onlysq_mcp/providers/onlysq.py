@@ -35,8 +35,9 @@ MODALITIES: dict[str, Kind] = {
     "images": "image",  # the docs' model table writes "Images"
     "sound": "sound",
 }
-# Embedding models are listed among the text models (seed 002 lists `e5-mistral-7b`, "optimized for embeddings",
-# with modality Text), and how the live list marks them is not established: any of these markers counts.
+# Embedding models are listed among the text models (the docs list `e5-mistral-7b`, "optimized for embeddings",
+# with modality Text: scripts/onlysq_models_page.txt); how the live list marks them is not established, so any
+# of these markers counts.
 EMBEDDING_FIELDS = ("type", "task", "kind", "category", "mode", "endpoint", "endpoints", "capabilities", "tags")
 EMBEDDING_FLAGS = ("can-embed", "embedding", "embeddings", "is-embedding")
 # Ids are echoed in tool output and logs: anything longer is not a model id.
