@@ -21,7 +21,10 @@ UPSTREAM = "OnlySq"
 
 
 class ModelInfo(BaseModel):
-    """One entry of `GET /ai/models`; every field optional because the live catalogue varies."""
+    """One entry of `GET /ai/models`; every field optional because the live catalogue varies.
+
+    Validated entry by entry (`ModelsResponse.models` holds them raw), so one odd entry costs only itself.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     name: str | None = None
@@ -29,6 +32,7 @@ class ModelInfo(BaseModel):
     modality: str | None = None
     status: str | None = None
     owner: str | None = None
+    tier: int | None = None
     can_stream: bool | None = Field(None, alias="can-stream")
     can_tools: bool | None = Field(None, alias="can-tools")
     can_think: bool | None = Field(None, alias="can-think")
@@ -36,8 +40,9 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-    api_version: str | None = Field(None, alias="api-version")
-    models: dict[str, ModelInfo]
+    api_version: Any = Field(None, alias="api-version")
+    # Raw: each entry becomes a `ModelInfo` on its own (`providers.onlysq.entries_from`).
+    models: dict[str, Any]
 
 
 class ImagenResponse(BaseModel):

@@ -49,7 +49,9 @@ class ModelList(BaseModel):
     source: Literal["live", "cached", "bundled"] = Field(
         description="`live` from the upstream, `cached` last good copy, `bundled` shipped with the server."
     )
-    note: str | None = Field(None, description="Why the list is not live, when it is not.")
+    note: str | None = Field(
+        None, description="Why the list is not live or not complete: fallbacks, unreadable or hidden entries."
+    )
     total: int = Field(description="How many models matched.")
     models: list[ModelEntry]
 
@@ -179,9 +181,10 @@ async def list_models(
     """List the models the upstreams offer, to pick a `model` for the other tools.
 
     Returns one entry per model (id, provider, kind, name, description, flags such as streaming,
-    tool use and vision, status) as structured data, plus a compact table. The list is fetched
-    live and cached; if the service cannot be reached, the last good copy or a bundled list is
-    returned and `source` says which.
+    tool use and vision, status, access tier) as structured data, plus a compact table. Only models
+    the service reports as working (status `work` or `beta`) are listed; `embedding` models make
+    vectors and cannot be used with `chat`. The list is fetched live and cached; if the service
+    cannot be reached, the last good copy or a bundled list is returned and `source` says which.
     """
     catalogue = await services_of(ctx).catalogue.get()
     chosen = catalogue.select(kind, search)
@@ -200,7 +203,7 @@ def model_table(result: ModelList, kind: str, search: str | None) -> str:
         lines.append(f"No models match kind `{kind}`" + (f" and search `{search}`." if search else "."))
         return "\n".join(lines)
     lines.append(f"{result.total} models ({result.source}):")
-    lines.append("id | provider | kind | flags | name")
+    lines.append("id | provider | kind | tier | flags | name")
     for m in result.models:
         flags = ",".join(
             flag
@@ -212,5 +215,6 @@ def model_table(result: ModelList, kind: str, search: str | None) -> str:
             )
             if on
         )
-        lines.append(f"{m.id} | {m.provider} | {m.kind} | {flags or '-'} | {m.name}")
+        tier = "-" if m.tier is None else m.tier
+        lines.append(f"{m.id} | {m.provider} | {m.kind} | {tier} | {flags or '-'} | {m.name}")
     return "\n".join(lines)

@@ -107,6 +107,7 @@ FAULT_KINDS: Final = frozenset(
         "recorded",
         "base64_variant",
         "empty_files",
+        "empty_models",
     }
 )
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
@@ -128,6 +129,7 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "base64_variant": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "empty_files": frozenset({IMAGEN_PATH}),
+    "empty_models": frozenset({MODELS_PATH}),
 }
 
 # How a chat stream is framed on the wire, by fault kind: content type, what goes before each JSON payload and
@@ -186,8 +188,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def default_models() -> dict[str, dict[str, Any]]:
-    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id)."""
+def default_models() -> dict[str, Any]:
+    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id): models the docs
+    never list (`gpt-5.2-chat`, `flux-2-dev`, `stable-diffusion-xl-base-1.0`), the embedding model
+    `e5-mistral-7b` among the text models as the docs list it, `beta` and `work` statuses, tiers 0 to 2."""
 
     def entry(
         name: str,
@@ -196,6 +200,7 @@ def default_models() -> dict[str, dict[str, Any]]:
         owner: str,
         *,
         status: str = "work",
+        tier: int = 0,
         can_stream: bool = True,
         can_tools: bool = False,
         can_think: bool = False,
@@ -204,7 +209,7 @@ def default_models() -> dict[str, dict[str, Any]]:
             "name": name,
             "description": description,
             "modality": modality,
-            "tier": 0,
+            "tier": tier,
             "status": status,
             "can-stream": can_stream,
             "can-tools": can_tools,
@@ -244,6 +249,18 @@ def default_models() -> dict[str, dict[str, Any]]:
             "google",
             can_tools=True,
         ),
+        "gpt-5.2-chat": entry(
+            "GPT-5.2 Chat", "Listed live, not in the docs.", "text", "openai", tier=2, can_tools=True
+        ),
+        # The docs list it with modality Text; it makes embeddings, not replies.
+        "e5-mistral-7b": entry(
+            "E5 Mistral 7B",
+            "E5-Mistral-7B is a 7-billion-parameter model optimized for embeddings and semantic understanding "
+            "while still supporting general text tasks.",
+            "text",
+            "intfloat",
+            can_stream=False,
+        ),
         "deepseek-v3": entry(
             "DeepSeek V3",
             "Deepseek-V3 is an advanced AI model by Deepseek, excelling in reasoning, code generation, "
@@ -265,7 +282,11 @@ def default_models() -> dict[str, dict[str, Any]]:
             "The second generation of FLUX, open-weights development release.",
             "image",
             "black-forest-labs",
+            tier=1,
             can_stream=False,
+        ),
+        "stable-diffusion-xl-base-1.0": entry(
+            "Stable Diffusion XL", "Listed live, not in the docs.", "image", "stabilityai", can_stream=False
         ),
         "gtts": entry(
             "gTTS",
@@ -357,7 +378,8 @@ class FakeUpstream:
     # Knobs; `reset()` restores these defaults.
     latency: float
     api_keys: set[str]
-    models: dict[str, dict[str, Any]]
+    # Entries may be anything, to imitate odd live ones: `None`, a list where text belongs, an unknown status.
+    models: dict[str, Any]
     api_version: str
     chat_reply: str | None
     stream_piece_chars: int
@@ -586,6 +608,7 @@ class FakeUpstream:
           text/plain: the `chat.completion`, or with `message` `{"error": {"message": message}}`.
         - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
           stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
+        - "empty_models" (/ai/models): the list is `{}`, while the models stay served (an empty live list).
         - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
           then the rest as normal.
         - "recorded" (before validation): `status` (default 200) with the file `message` of tests/recorded/
@@ -751,7 +774,8 @@ class FakeUpstream:
             raise _HTTPError(401, "Invalid API key")
 
     async def _models(self, ex: _Exchange) -> None:
-        payload: dict[str, Any] = {"api-version": self.api_version, "models": copy.deepcopy(self.models)}
+        models = {} if ex.fault_kind == "empty_models" else copy.deepcopy(self.models)
+        payload: dict[str, Any] = {"api-version": self.api_version, "models": models}
         ex.missing_field(payload, "models")
         await ex.send_json(200, payload)
 
@@ -765,7 +789,7 @@ class FakeUpstream:
         if not isinstance(request, dict):
             raise _HTTPError(400, "Field 'request' is required")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "text":
             raise _HTTPError(400, f"Model '{model}' does not support chat")
@@ -908,7 +932,7 @@ class FakeUpstream:
         if ratio not in IMAGEN_RATIOS:
             raise _HTTPError(400, f"Invalid ratio {ratio!r}; expected one of {', '.join(IMAGEN_RATIOS)}")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "image":
             raise _HTTPError(400, f"Model '{model}' is not an image model")

@@ -478,9 +478,30 @@ def test_huge_is_generated_and_stops_when_the_client_leaves(fake: FakeUpstream, 
     assert fake.disconnects == 1
 
 
+def test_empty_models_and_odd_entries(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/models", "empty_models")
+    assert client.get("/ai/models").json()["models"] == {}
+    assert chat(client).status_code == 200  # the list is empty, the models are still served
+    fake.models["odd-null"] = None
+    fake.models["odd-list"] = [1, 2]
+    listed = client.get("/ai/models").json()["models"]
+    assert listed["odd-null"] is None and listed["odd-list"] == [1, 2] and "gpt-4o-mini" in listed
+    for odd in ("odd-null", "odd-list"):
+        response = chat(client, model=odd)
+        assert response.status_code == 400
+        assert response.json()["error"]["message"] == f"Model '{odd}' not found"
+
+
+def test_default_models_look_live() -> None:
+    models = FakeUpstream().models
+    assert {"gpt-5.2-chat", "flux-2-dev", "stable-diffusion-xl-base-1.0", "e5-mistral-7b"} <= set(models)
+    assert {entry["status"] for entry in models.values()} == {"work", "beta"}
+    assert len({entry["tier"] for entry in models.values()}) > 1
+
+
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
-    covered |= {"bomb", "error_body"}
+    covered |= {"bomb", "error_body", "empty_models"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
     covered |= {"recorded", "base64_variant", "empty_files"}
     covered |= {"abort_stream", "bare_lines", "newline_events", "plain_sse", "crlf_events", "pretty_json"}

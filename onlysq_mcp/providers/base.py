@@ -19,24 +19,46 @@ from ..upstream import OnRetry, Pacer, Upstream
 # choices; `tests/test_providers.py` checks it names exactly the providers of the registry.
 ProviderName = Literal["onlysq", "yandex"]
 Capability = Literal["chat", "vision", "images"]
-Kind = Literal["chat", "image", "sound"]
+# `embedding`: a text model that makes vectors, not replies (the docs name `e5-mistral-7b`): never offered as chat.
+Kind = Literal["chat", "image", "sound", "embedding"]
 Role = Literal["system", "user", "assistant"]
 OnDelta = Callable[[str], Awaitable[None]]
+# Statuses of models the service offers now: the live /ai/models list says `work` or `beta`, and public
+# clients of it keep `work` only. Any other value, whatever the service uses for a model that is down, hides it.
+OFFERED_STATUSES = frozenset({"work", "beta"})
 ASPECT_RATIOS = frozenset({"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"})
 
 
 class ModelEntry(BaseModel):
     id: str = Field(description="Model id to pass as `model` to the tools.")
     provider: ProviderName = Field(description="Which upstream serves it.")
-    kind: Kind = Field(description="`chat` (text), `image` (generation) or `sound`.")
+    kind: Kind = Field(
+        description="`chat` (text), `image` (generation), `sound`, or `embedding` (text to vectors: not for `chat`)."
+    )
     vision: bool = Field(description="Accepts images in chat, so `describe_image` can use it.")
     name: str
     description: str
     owner: str | None = Field(None, description="Who made the model.")
     status: str | None = Field(None, description="`work` (stable) or `beta`, as the upstream reports.")
+    tier: int | None = Field(
+        None, description="Access tier the upstream reports; a key of a lower tier may be refused this model."
+    )
     streaming: bool | None = None
     tools: bool | None = None
     thinking: bool | None = None
+
+    @property
+    def offered(self) -> bool:
+        """Whether the upstream offers it now: no status (a bundled entry), `work` or `beta`."""
+        return self.status is None or self.status.strip().lower() in OFFERED_STATUSES
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """A provider's live models, and how many entries of its answer could not be read (and were left out)."""
+
+    entries: list[ModelEntry]
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,8 +135,8 @@ class Provider(ABC):
         return f"`{model_id}` belongs to {cls.title}, which is not configured."
 
     @abstractmethod
-    async def models(self) -> list[ModelEntry]:
-        """Its models now; raises `UpstreamError` when they cannot be listed."""
+    async def models(self) -> ModelListing:
+        """Its models now, hidden ones (status) included; raises `UpstreamError` when they cannot be listed."""
 
     def fallback_models(self) -> list[ModelEntry]:
         """Its models when `models()` fails: a list shipped with the server."""

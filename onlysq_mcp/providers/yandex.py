@@ -19,6 +19,7 @@ from .base import (
     ImageLimits,
     Kind,
     ModelEntry,
+    ModelListing,
 )
 from .openai_compatible import OpenAIChatProvider
 
@@ -85,8 +86,8 @@ class YandexProvider(OpenAIChatProvider):
             "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or pick another model from `list_models`."
         )
 
-    async def models(self) -> list[ModelEntry]:
-        return self.fallback_models()
+    async def models(self) -> ModelListing:
+        return ModelListing(self.fallback_models())
 
     def fallback_models(self) -> list[ModelEntry]:
         return [_entry(model_id, text, "chat") for model_id, text in YANDEX_CHAT_MODELS.items()] + [
