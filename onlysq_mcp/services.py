@@ -7,6 +7,7 @@ context from the SDK, so they reach them through the `Runtime`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from .redaction import Redactor
 from .session_images import SessionImages
 from .settings import Settings
 from .upstream import RetryPolicy, Upstream
+
+logger = logging.getLogger(__name__)
 
 Transport = Literal["stdio", "http"]
 
@@ -71,6 +74,20 @@ class LazyClient:
         if self._client is None:
             self._client = self._build()
         return self._client
+
+    async def prepare(self) -> None:
+        """Build the client in a worker thread, so that neither the event loop nor the first call pays for it.
+
+        Loading the CA bundle releases the GIL, so requests go on being answered meanwhile. A call that
+        needs the client before it is ready builds its own as before, and this copy is dropped.
+        """
+        if self._client is not None or self._closed:
+            return
+        client = await anyio.to_thread.run_sync(self._build)
+        if self._client is None and not self._closed:
+            self._client = client
+        else:
+            await client.aclose()
 
     async def __aenter__(self) -> LazyClient:
         return self
@@ -115,11 +132,25 @@ class Runtime:
             anyio.create_task_group() as jobs,
         ):
             self._services = build_services(settings, http, downloads, transport, jobs)
+            jobs.start_soon(prepare_in_background, http, self._services.catalogue)
             try:
                 yield self._services
             finally:
                 self._services = None
                 jobs.cancel_scope.cancel()
+
+
+async def prepare_in_background(http: LazyClient, catalogue: CatalogueCache) -> None:
+    """What the first tool call would otherwise wait for: the upstream client, then the live catalogue.
+
+    Started with the server, never awaited by a request: `initialize` and `tools/list` need neither.
+    """
+    try:
+        await http.prepare()
+    except Exception:
+        # The first call will build the client itself, and report what goes wrong; the server runs on.
+        logger.exception("building the upstream HTTP client in the background failed")
+    await catalogue.keep_fresh()
 
 
 def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.AsyncClient:
