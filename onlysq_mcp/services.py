@@ -55,17 +55,20 @@ class Services:
 
 
 class LazyClient:
-    """An `httpx2.AsyncClient` built on its first use, then shared; closed when the server stops.
+    """An `httpx2.AsyncClient` built once, then shared; closed when the server stops.
 
-    Building a client loads the CA bundle into an SSL context (about 40–90 ms here), which neither
-    `initialize` nor `tools/list` needs: built at start-up it delayed every host's first tool list. The
-    build is synchronous, with no `await` between the check and the assignment, so calls that arrive
-    together on the event loop share one client.
+    Building a client loads the CA bundle into an SSL context and imports the HTTP stack (about 40–90 ms
+    here), which neither `initialize` nor `tools/list` needs: built at start-up it delayed every host's
+    first tool list, built on first use it delayed the first call. `prepare` builds it in a worker thread
+    after start; `get` waits for that build rather than start a second one. Without a build under way the
+    client is built at once, synchronously, with no `await` between the check and the assignment, so calls
+    that arrive together on the event loop share one client.
     """
 
     def __init__(self, build: Callable[[], httpx2.AsyncClient]) -> None:
         self._build = build
         self._client: httpx2.AsyncClient | None = None
+        self._building: anyio.Event | None = None
         self._closed = False
 
     def __call__(self) -> httpx2.AsyncClient:
@@ -75,19 +78,30 @@ class LazyClient:
             self._client = self._build()
         return self._client
 
+    async def get(self) -> httpx2.AsyncClient:
+        """The client, once the build under way (if any) has ended."""
+        if self._building is not None:
+            await self._building.wait()
+        return self()
+
     async def prepare(self) -> None:
         """Build the client in a worker thread, so that neither the event loop nor the first call pays for it.
 
-        Loading the CA bundle releases the GIL, so requests go on being answered meanwhile. A call that
-        needs the client before it is ready builds its own as before, and this copy is dropped.
+        Loading the CA bundle releases the GIL, so requests go on being answered meanwhile.
         """
         if self._client is not None or self._closed:
             return
-        client = await anyio.to_thread.run_sync(self._build)
-        if self._client is None and not self._closed:
-            self._client = client
-        else:
-            await client.aclose()
+        self._building = anyio.Event()
+        try:
+            client = await anyio.to_thread.run_sync(self._build)
+            if self._client is None and not self._closed:
+                self._client = client
+            else:
+                await client.aclose()
+        finally:
+            # After a failure the callers build the client themselves, and say what went wrong.
+            self._building.set()
+            self._building = None
 
     async def __aenter__(self) -> LazyClient:
         return self
@@ -209,7 +223,7 @@ class UpstreamFactory:
         settings = self._settings
         return Upstream(
             name=name,
-            client=self._http,
+            client=self._http.get,
             base_url=str(base_url),
             policy=RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline),
             read_timeout=settings.onlysq_timeout,

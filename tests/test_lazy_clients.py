@@ -6,6 +6,8 @@ answer to `tools/list` (docs/benchmarks.md, cold start), on the first call's pat
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import httpx2
 import pytest
@@ -53,3 +55,21 @@ async def test_client_is_built_once_in_the_background_and_closed_at_shutdown(ser
         assert len(built) == 1
         assert not built[0].is_closed
     assert built[0].is_closed
+
+
+async def test_a_call_during_the_background_build_waits_for_it(server, upstream, built, monkeypatch):
+    """A second build would cost the first call what the background build is there to save."""
+    started = anyio.Event()
+    build = httpx2.AsyncClient
+
+    def slow_build(*args, **kwargs):
+        anyio.from_thread.run_sync(started.set)
+        time.sleep(0.3)  # in the worker thread, like loading the CA bundle
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(httpx2, "AsyncClient", slow_build)
+    async with Client(server) as client:
+        await started.wait()
+        result = await client.call_tool("chat", {"prompt": "during the build"})
+    assert text_of(result) == "Echo: during the build"
+    assert len(built) == 1
