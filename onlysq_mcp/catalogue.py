@@ -140,17 +140,15 @@ class CatalogueCache:
             fetch = self._fetch = _Fetch()
             self._tasks.start_soon(self._refresh, fetch)
         await fetch.done.wait()
-        assert fetch.result is not None  # set before `done`
-        return fetch.result
+        # No result: the fetch was cancelled with the server. Only a waiter still there needs the fallback;
+        # the background fetch, cancelled at every stop, must not read the bundled list for nobody.
+        return self._fallback("the server is stopping") if fetch.result is None else fetch.result
 
     async def _refresh(self, fetch: _Fetch) -> None:
         try:
             fetch.result = await self._load()
         finally:
             self._fetch = None
-            if fetch.result is None:
-                # Cancelled with the server: let any waiter still there have the fallback.
-                fetch.result = self._fallback("the server is stopping")
             fetch.done.set()
 
     async def _load(self) -> Catalogue:
