@@ -21,7 +21,7 @@ from onlysq_mcp.image_jobs import ImageJob
 from onlysq_mcp.onlysq import OnlySqClient
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.yandex import YandexClient
-from tests.helpers import text_of
+from tests.helpers import start_http_server, stop_http_server, text_of, upstream_env
 
 pytestmark = pytest.mark.anyio
 
@@ -210,6 +210,18 @@ async def test_first_call_reaches_the_upstream_before_the_catalogue_answers(stdi
         assert upstream.in_flight == 1  # the catalogue, still unanswered
         assert upstream.disconnects == 0  # and not given up on either
     assert len(upstream.requests_to("/ai/models")) == 1
+
+
+async def test_http_server_fetches_the_catalogue_as_it_starts(upstream, tmp_path):
+    """Over HTTP the background fetch starts with the app's lifespan, before any session."""
+    server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
+    try:
+        with anyio.fail_after(10):
+            while not upstream.requests_to("/ai/models"):
+                await anyio.sleep(0.02)
+    finally:
+        stop_http_server(server)
+    assert upstream.requests_to("/ai/v2") == []
 
 
 async def test_stalled_catalogue_costs_list_models_one_short_timeout(stdio_params, upstream):
