@@ -93,11 +93,14 @@ class LazyClient:
             return
         self._building = anyio.Event()
         try:
-            client = await anyio.to_thread.run_sync(self._build)
-            if self._client is None and not self._closed:
-                self._client = client
-            else:
-                await client.aclose()
+            # Shielded: a thread cannot be stopped, and a client it built while the server stops must still be
+            # kept (closed with the rest) or closed here.
+            with anyio.CancelScope(shield=True):
+                client = await anyio.to_thread.run_sync(self._build)
+                if self._client is None and not self._closed:
+                    self._client = client
+                else:
+                    await client.aclose()
         finally:
             # After a failure the callers build the client themselves, and say what went wrong.
             self._building.set()
