@@ -39,7 +39,7 @@ from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import StreamProgress, provider_for, services_of
+from .tool_support import progress_of, provider_for, services_of
 from .upstream import OnRetry
 
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
@@ -339,7 +339,7 @@ async def describe_image(
         model_id,
         [Turn("user", question)],
         image=InlineImage(mime, data),
-        on_delta=StreamProgress(ctx).on_delta,
+        on_delta=progress_of(ctx),
         on_retry=client_log(ctx),
     )
     output = DescribeImageOutput(

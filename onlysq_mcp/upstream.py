@@ -203,8 +203,12 @@ class Upstream:
         json_body: Any = None,
         on_retry: OnRetry | None = None,
         retry: bool = True,
+        read_timeout: float | None = None,
     ) -> httpx2.Response:
-        """Send with retries; return a 2xx response with its body unread, which the caller must `close()`."""
+        """Send with retries; return a 2xx response with its body unread, which the caller must `close()`.
+
+        `read_timeout` replaces ONLYSQ_TIMEOUT as the wait for data, for a caller that bounds the wait itself.
+        """
         url = self.base_url.rstrip("/") + path
         retries = self.policy.retries if retry else 0
         started = time.monotonic()
@@ -213,6 +217,8 @@ class Upstream:
             attempt += 1
             client = self.client()
             request = client.build_request(method, url, headers=headers, json=json_body)
+            if read_timeout is not None:
+                request.extensions["timeout"] = {**request.extensions["timeout"], "read": read_timeout}
             try:
                 response = await client.send(request, stream=True)
             except HTTPX2_ERRORS as exc:

@@ -111,7 +111,9 @@ async def test_a_folder_the_key_does_not_belong_to_is_refused_like_any_credentia
         ("missing_field", {}, "answered without the `choices` field"),
     ],
 )
-async def test_yandex_chat_failures_are_the_same_tool_errors(server, upstream, fault, options, expected):
+async def test_yandex_chat_failures_are_the_same_tool_errors(make_settings, upstream, fault, options, expected):
+    # Streamed, as a caller who asks for progress gets it; `test_chat.py` covers the unstreamed answer.
+    server = app_factory(make_settings(ONLYSQ_STREAM="true"))
     upstream.add_fault(YANDEX_CHAT_PATH, fault, **options)
     async with Client(server) as client:
         result = await client.call_tool("chat", {"prompt": "hello there", "model": "aliceai-llm"})

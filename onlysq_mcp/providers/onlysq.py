@@ -9,7 +9,7 @@ import json
 from importlib import resources
 
 from ..onlysq import UPSTREAM, ModelInfo, ModelsResponse, OnlySqClient
-from ..settings import Settings
+from ..settings import Settings, StreamMode
 from ..upstream import OnRetry
 from .base import (
     ASPECT_RATIOS,
@@ -33,8 +33,9 @@ class OnlySqProvider(OpenAIChatProvider):
 
     client: OnlySqClient
 
-    def __init__(self, client: OnlySqClient) -> None:
+    def __init__(self, client: OnlySqClient, stream_mode: StreamMode) -> None:
         self.client = client
+        self.stream_mode = stream_mode
 
     @classmethod
     def from_settings(cls, settings: Settings, connect: Connect) -> OnlySqProvider:
@@ -44,10 +45,9 @@ class OnlySqProvider(OpenAIChatProvider):
         client = OnlySqClient(
             upstream,
             settings.onlysq_api_key.get_secret_value(),
-            stream=settings.onlysq_stream,
             stream_timeout=settings.onlysq_mcp_stream_timeout,
         )
-        return cls(client)
+        return cls(client, settings.onlysq_stream)
 
     async def models(self) -> list[ModelEntry]:
         return entries_from(await self.client.list_models())
