@@ -64,6 +64,8 @@ async def test_yandex_model_ids_become_model_uris(make_settings, upstream, model
     [call] = upstream.requests_to(YANDEX_CHAT_PATH)
     assert call.headers["authorization"] == f"Bearer {YANDEX_IAM}"
     assert (call.json["model"], call.json["temperature"], call.json["max_tokens"]) == (uri, 0.3, 50)
+    # No progress token, so one JSON body rather than a stream (the stream: the stdio test above).
+    assert call.json["stream"] is False
 
 
 @pytest.mark.parametrize("configured", [True, False])
