@@ -1,7 +1,9 @@
 """The model catalogue: what the providers offer, cached, with a fallback when a live list cannot be had.
 
 Sources, best first: the providers' live lists (reused for `onlysq_mcp_models_cache_ttl` seconds), the
-last good live copy, and the lists the providers ship with the server (`Provider.fallback_models`).
+last good live copy, and the lists the providers ship with the server (`Provider.fallback_models`). A live
+list is taken entry by entry: entries that cannot be read are left out, models whose status says they are
+not offered are hidden, and a kind the live list has no entries of comes from the bundled list.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import anyio.abc
 from pydantic import BaseModel, Field
 
 from .errors import UpstreamError
-from .providers.base import ModelEntry
+from .providers.base import Kind, ModelEntry, ModelListing
 from .providers.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,49 @@ class Catalogue(BaseModel):
     source: Literal["live", "cached", "bundled"] = Field(
         description="`live` from the upstream now, `cached` last good live copy, `bundled` shipped with the server."
     )
-    note: str | None = Field(None, description="Why the catalogue is not live, when it is not.")
+    note: str | None = Field(
+        None, description="Why the catalogue is not live or not complete: fallbacks, unreadable or hidden entries."
+    )
     models: list[ModelEntry]
+    # Listed live with a status other than work/beta: not shown, but sent on when a caller names one, since
+    # what such a status means is the upstream's to say.
+    hidden: frozenset[str] = Field(frozenset(), exclude=True)
+    # Kinds the live list had no entries of, shown from the bundled list instead.
+    bundled_kinds: frozenset[Kind] = Field(frozenset(), exclude=True)
+
+    @classmethod
+    def from_live(cls, listing: ModelListing, bundled: list[ModelEntry]) -> Catalogue:
+        """The live entries that are offered, plus the bundled entries of each provider's kinds it lacks."""
+        present = {(m.provider, m.kind) for m in listing.entries}
+        borrowed = [m for m in bundled if (m.provider, m.kind) not in present]
+        hidden = frozenset(m.id for m in listing.entries if not m.offered)
+        bundled_kinds = frozenset(m.kind for m in borrowed)
+        notes = []
+        if listing.skipped:
+            notes.append(f"Entries of the live list left out because they could not be read: {listing.skipped}.")
+        if hidden:
+            notes.append(f"Models hidden because the live list gives a status other than work or beta: {len(hidden)}.")
+        if bundled_kinds:
+            notes.append(
+                f"The live list has no {' or '.join(sorted(bundled_kinds))} models; those shown come from the "
+                "catalogue bundled with this server, which may list models the service no longer offers."
+            )
+        return cls(
+            source="live",
+            note=" ".join(notes) or None,
+            models=[m for m in listing.entries if m.offered] + borrowed,
+            hidden=hidden,
+            bundled_kinds=bundled_kinds,
+        )
+
+    def vouches_for(self, kind: KindFilter) -> bool:
+        """Whether a model it does not list for `kind` is surely not offered: only a live list of that kind
+        says so; a cached or bundled one may be older than the model."""
+        if self.source != "live":
+            return False
+        if kind == "all":
+            return not self.bundled_kinds
+        return ("chat" if kind == "vision" else kind) not in self.bundled_kinds
 
     def find(self, model_id: str) -> ModelEntry | None:
         return next((m for m in self.models if m.id == model_id), None)
@@ -128,7 +171,7 @@ class CatalogueCache:
                 logger.exception("fetching the model catalogue failed unexpectedly")
                 reason = "an unexpected error on this server (see its log)"
             else:
-                self._live = Catalogue(source="live", models=entries)
+                self._live = Catalogue.from_live(entries, self._providers.fallback_entries())
                 self._fetched_at = time.monotonic()
                 self._failure = None
                 return self._live

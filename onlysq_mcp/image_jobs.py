@@ -11,7 +11,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 JOB_PREFIX = "onlysq://jobs/"
 UNEXPECTED = "an unexpected error on this server (the traceback is in its log); try again"
-Producer = Callable[["ImageJob"], Coroutine[Any, Any, None]]
+# Makes the image of the given index (0 to total - 1) for the job.
+Producer = Callable[["ImageJob", int], Coroutine[Any, Any, None]]
 KEEP_JOBS = 200
 
 
@@ -45,6 +47,41 @@ class JobStatus(BaseModel):
     seconds: float = Field(description="Time since the job started, or its duration once finished.")
 
 
+class BatchPacer:
+    """The upstream requests of one call's images: all at once until one is answered 429, then one at a time.
+
+    OnlySq answers 429 when its provider queue is full, and a public client of it tells users to cut parallel
+    image requests to 1 when that repeats: after the first 429 (on any attempt, so before the retries of the
+    images it refused go out again together), each attempt waits until no other attempt of the call is on the
+    wire. Attempts already on the wire finish as they are; every image keeps its own retries.
+    """
+
+    def __init__(self) -> None:
+        self.serial = False
+        self._active = 0
+        # Set when the last active attempt ends; a fresh one whenever attempts start again.
+        self._idle = anyio.Event()
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[None]:
+        while self.serial and self._active:
+            await self._idle.wait()
+        if not self._active:
+            self._idle = anyio.Event()
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    def rate_limited(self) -> None:
+        if not self.serial:
+            logger.warning("an image request was answered 429: this call's other images go one at a time")
+        self.serial = True
+
+
 class ImageJob:
     """One `generate_image` call's images, filled in as each upstream request finishes."""
 
@@ -60,6 +97,7 @@ class ImageJob:
         self._started = time.monotonic()
         self._ended: float | None = None
         self._scope: anyio.CancelScope | None = None
+        self.pacer = BatchPacer()
 
     @property
     def uri(self) -> str:
@@ -110,16 +148,16 @@ class ImageJob:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 async with anyio.create_task_group() as group:
-                    for _ in range(self.total):
-                        group.start_soon(self._produce_one, produce)
+                    for index in range(self.total):
+                        group.start_soon(self._produce_one, produce, index)
         finally:
             self._ended = time.monotonic()
             self.finished.set()
 
-    async def _produce_one(self, produce: Producer) -> None:
+    async def _produce_one(self, produce: Producer, index: int) -> None:
         # The job runs in the server's own task group: an exception escaping it would end the server.
         try:
-            await produce(self)
+            await produce(self, index)
         except Exception:
             logger.exception("image job %s: an image failed unexpectedly", self.id)
             self.failures.append(UNEXPECTED)

@@ -40,8 +40,10 @@ from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
 from .tool_support import progress_of, provider_for, services_of
-from .upstream import OnRetry
+from .upstream import OnRetry, Pacer
 
+# Seeds are unsigned 32-bit: the schema's bound, and where seed+i of a batch wraps around.
+SEED_SPACE = 2**32
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
 # Each provider's prompt limit, stated where the model reads the parameter.
@@ -55,6 +57,10 @@ VISION_INPUT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 PREVIEW_SIDE = 1024
 DEFAULT_QUESTION = "Describe this image in detail."
 UNDECODABLE = "cannot be decoded: it is corrupt or truncated"
+PACED = (
+    "The provider answered 429 (too many requests, e.g. a full queue), so the images were requested one at a "
+    "time; if this repeats, ask for fewer images per call."
+)
 
 
 class ImageFile(BaseModel):
@@ -120,10 +126,25 @@ async def generate_image(
         ),
     ] = None,
     aspect_ratio: Annotated[AspectRatio, Field(description="Width:height of the picture.")] = "1:1",
-    count: Annotated[int, Field(ge=1, le=4, description="How many images, 1–4 (generated concurrently).")] = 1,
+    count: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=4,
+            description="How many images, 1–4: requested concurrently, or one at a time once the provider "
+            "answers 429 (too many requests).",
+        ),
+    ] = 1,
     seed: Annotated[
         int | None,
-        Field(ge=0, le=2**32 - 1, description="Optional seed for repeatable results (OnlySq models only)."),
+        Field(
+            ge=0,
+            le=SEED_SPACE - 1,
+            description="Optional seed, passed to the provider as it is; the provider may ignore it, so the same "
+            "seed is not guaranteed to repeat a picture (where a provider takes no seed, it is dropped, with a "
+            f"note). With `count` > 1 image i gets seed+i (wrapping to 0 after {SEED_SPACE - 1}), so the "
+            "images differ.",
+        ),
     ] = None,
 ) -> Annotated[CallToolResult, GenerateImageOutput]:
     """Generate pictures from a text description and return them as images.
@@ -143,7 +164,7 @@ async def generate_image(
         await announce_list_changed(ctx, in_request=True)
     if not job.finished.is_set():
         return pending_result(job, order, services.settings.onlysq_mcp_image_wait)
-    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved)
+    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial)
 
 
 @dataclass(frozen=True)
@@ -157,10 +178,16 @@ class ImageOrder:
     seed: int | None
     notes: list[str]
 
-    def generate(self, on_retry: OnRetry) -> Awaitable[bytes]:
+    def generate(self, index: int, on_retry: OnRetry, pacer: Pacer) -> Awaitable[bytes]:
+        """Image `index` of the call."""
         return self.provider.generate_image(
-            self.model, self.prompt, self.aspect_ratio, seed=self.seed, on_retry=on_retry
+            self.model, self.prompt, self.aspect_ratio, seed=seed_for(self.seed, index), on_retry=on_retry, pacer=pacer
         )
+
+
+def seed_for(seed: int | None, index: int) -> int | None:
+    """The seed of image `index`: one per image, as the same seed for all would ask for one picture `count` times."""
+    return None if seed is None else (seed + index) % SEED_SPACE
 
 
 async def image_order(
@@ -182,6 +209,9 @@ async def image_order(
     if seed is not None and not limits.seed:
         notes.append(f"`seed` was ignored: {provider.title}'s image API does not take one.")
         seed = None
+    if seed is not None:
+        seeds = ", ".join(str(seed_for(seed, i)) for i in range(count))
+        notes.append(f"Seed sent: {seeds} ({provider.title} may ignore it).")
     return ImageOrder(provider, model_id, prompt, aspect_ratio, seed, notes)
 
 
@@ -211,10 +241,10 @@ class ImageRun:
         # Images received but not written (a full disk): this call's result is the only place left for them.
         self.unsaved: list[tuple[bytes, str]] = []
 
-    async def produce(self, job: ImageJob) -> None:
+    async def produce(self, job: ImageJob, index: int) -> None:
         max_pixels = self._services.settings.onlysq_mcp_max_input_pixels
         try:
-            data = await self._order.generate(while_attached(job, self._ctx))
+            data = await self._order.generate(index, while_attached(job, self._ctx), job.pacer)
             mime = await anyio.to_thread.run_sync(upstream_image, data, self._order.provider.label, max_pixels)
         except (UpstreamError, OSError) as exc:
             job.failures.append(str(exc))
@@ -263,7 +293,10 @@ async def images_result(
     failures: list[str],
     saved: list[tuple[SavedImage, bytes]],
     unsaved: list[tuple[bytes, str]],
+    *,
+    paced: bool = False,
 ) -> CallToolResult:
+    """The call's result; `paced` when the upstream answered 429 and the images went one at a time."""
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
     settings = services.settings
@@ -286,7 +319,10 @@ async def images_result(
         failures=failures,
     )
     return CallToolResult(
-        content=[TextContent(type="text", text=summarize(output, order.notes)), *blocks],
+        content=[
+            TextContent(type="text", text=summarize(output, [*order.notes, *([PACED] if paced else [])])),
+            *blocks,
+        ],
         structured_content=output.model_dump(mode="json"),
     )
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .openai_chat import ChatReader, ChatResult, Message, OnDelta, chat_request
-from .upstream import OnRetry, Upstream
+from .upstream import OnRetry, Pacer, Upstream
 
 UPSTREAM = "OnlySq"
 
@@ -21,7 +21,10 @@ UPSTREAM = "OnlySq"
 
 
 class ModelInfo(BaseModel):
-    """One entry of `GET /ai/models`; every field optional because the live catalogue varies."""
+    """One entry of `GET /ai/models`; every field optional because the live catalogue varies.
+
+    Validated entry by entry (`ModelsResponse.models` holds them raw), so one odd entry costs only itself.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     name: str | None = None
@@ -29,6 +32,7 @@ class ModelInfo(BaseModel):
     modality: str | None = None
     status: str | None = None
     owner: str | None = None
+    tier: int | None = None
     can_stream: bool | None = Field(None, alias="can-stream")
     can_tools: bool | None = Field(None, alias="can-tools")
     can_think: bool | None = Field(None, alias="can-think")
@@ -36,8 +40,9 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-    api_version: str | None = Field(None, alias="api-version")
-    models: dict[str, ModelInfo]
+    api_version: Any = Field(None, alias="api-version")
+    # Raw: each entry becomes a `ModelInfo` on its own (`providers.onlysq.entries_from`).
+    models: dict[str, Any]
 
 
 class ImagenResponse(BaseModel):
@@ -85,14 +90,22 @@ class OnlySqClient:
         return self._upstream.parse(response, ModelsResponse, "models")
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
         """One image per request, as the current ImaGen revision returns; bytes exactly as sent."""
         payload: dict[str, Any] = {"model": model, "prompt": prompt, "ratio": ratio}
         if seed is not None:
+            # In no ImaGen revision and sent by no public client: passed on as is, possibly ignored.
             payload["seed"] = seed
         response = await self._upstream.request(
-            "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry
+            "POST", "/ai/imagen", headers=self._headers, json_body=payload, on_retry=on_retry, pacer=pacer
         )
         imagen = self._upstream.parse(response, ImagenResponse, "files")
         del response  # the raw body is as large as the base64 text: free it before the decoded copy is made

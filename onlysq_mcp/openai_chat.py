@@ -1,22 +1,26 @@
 """OpenAI-style chat completions as both upstreams send them: the messages, and the reading of an answer.
 
-A streamed answer is Server-Sent Events of `chat.completion.chunk` objects ending in `data: [DONE]`; an
-unstreamed one is a `chat.completion` body. The format is OpenAI's API reference (Chat Completions,
-"Streaming"), which OnlySq's API2.0 docs and Yandex AI Studio's `openai-compatibility.md` both follow.
+A streamed answer is `chat.completion.chunk` objects ending in `[DONE]`, framed as Server-Sent Events or as
+bare lines (`ChatReader` sniffs which); an unstreamed one is a `chat.completion` body. The format is OpenAI's
+API reference (Chat Completions, "Streaming"), which OnlySq's API2.0 docs and Yandex AI Studio's
+`openai-compatibility.md` both follow.
 Nothing here knows about MCP or about which upstream answered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import GenerationFailed, UpstreamBadResponse, UpstreamTimeout
+from .errors import GenerationFailed, UpstreamBadResponse, UpstreamError, UpstreamTimeout
 from .upstream import HTTPX2_ERRORS, Body, OnRetry, Upstream, find_error_message
 
 OnDelta = Callable[[str], Awaitable[None]]
@@ -93,6 +97,8 @@ class ChatResult(BaseModel):
     reply: str
     finish_reason: str
     usage: Usage | None = None
+    # Said when the reply may not be all of it (the stream ended without an end marker).
+    note: str | None = None
 
 
 def chat_request(
@@ -110,9 +116,49 @@ def chat_request(
 
 # --- reading an answer --------------------------------------------------------------------------
 
+# Most characters of a partial answer kept in the error of a stream that broke off: enough that a paid answer is
+# not lost, few enough that the error stays readable.
+PARTIAL_CHARS = 4000
+# Every line end the WHATWG HTML standard allows in an event stream ("Server-sent events", parsing: CRLF, LF or
+# a lone CR); bare JSON lines end in LF like any text.
+LINE_END = re.compile(rb"\r\n|\r|\n")
+# Event-stream fields that carry no data (the same section of the WHATWG standard).
+NO_DATA_FIELDS = frozenset({"event", "id", "retry"})
+NO_END_MARKER = (
+    "The answer stream ended without an end marker ([DONE] or a finish_reason), so the reply may be incomplete."
+)
+
+
+@dataclass
+class _Answer:
+    """What a streamed answer has brought so far."""
+
+    model: str
+    pieces: list[str] = field(default_factory=list)
+    chars: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    # Whether the first data was a chunk, so that the body is a stream and not one JSON document.
+    streaming: bool = False
+    # Whether `[DONE]` arrived.
+    done: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finish_reason is not None
+
 
 class ChatReader:
-    """Reads one chat answer from `upstream`, streamed or not, within its size and time limits."""
+    """Reads one chat answer from `upstream`, streamed or not, within its size and time limits.
+
+    The framing is sniffed from the body, never taken from the content type: OnlySq's own sample client for
+    `/ai/v2` (API2.0 docs, "Streaming request example") reads raw lines, strips `data: ` only when present,
+    stops at `[DONE]` and never looks at the content type, and the framing the live service sends is not
+    established. So every line may be an event-stream `data:` line (OpenAI's streaming format), a bare JSON
+    line, or a comment or other field, with blank lines or single line ends between events (both valid for
+    the WHATWG standard); and a body whose first data is not a chunk is one JSON document, however laid out:
+    a completion, or an `{"error": ...}` a streamed request may be answered with.
+    """
 
     def __init__(self, upstream: Upstream, stream_timeout: float) -> None:
         self._upstream = upstream
@@ -151,13 +197,109 @@ class ChatReader:
 
     async def read(self, model: str, response: httpx2.Response, on_delta: OnDelta | None) -> ChatResult:
         """The answer of an opened `response`, which this closes; `on_delta` sees each streamed piece."""
+        lines = self._lines(response)
         try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                # Some deployments answer a streamed request with one JSON body: take it as is.
-                return self._completion(model, await self._upstream.read(response))
-            return await self._read_stream(model, response, on_delta)
+            async with contextlib.aclosing(lines):
+                return await self._read_lines(model, response, lines, on_delta)
         finally:
             await self._upstream.close(response)
+
+    async def _lines(self, response: httpx2.Response) -> AsyncGenerator[str, None]:
+        """The lines of the body as they arrive; the body, and so each line, is bounded by
+        ONLYSQ_MCP_MAX_RESPONSE_BYTES."""
+        limit = self._upstream.max_body_bytes
+        received = 0
+        pending = bytearray()
+        async with contextlib.aclosing(response.aiter_bytes()) as parts:
+            async for part in parts:
+                received += len(part)
+                if received > limit:
+                    raise self._upstream.too_large(limit)
+                start = 0
+                # A CRLF split between two parts reads as an extra blank line, which every framing skips.
+                for end in LINE_END.finditer(part):
+                    pending += part[start : end.start()]
+                    yield pending.decode("utf-8", errors="replace")
+                    pending.clear()
+                    start = end.end()
+                pending += part[start:]
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
+
+    async def _read_lines(
+        self, model: str, response: httpx2.Response, lines: AsyncIterator[str], on_delta: OnDelta | None
+    ) -> ChatResult:
+        answer = _Answer(model)
+        try:
+            # ONLYSQ_TIMEOUT bounds each wait for data; this bounds the whole answer, which an upstream
+            # trickling one chunk at a time could otherwise stretch without end.
+            with anyio.move_on_after(self._stream_timeout) as bound:
+                async for line in lines:
+                    data = data_of(line)
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        answer.done = True
+                        break
+                    if not answer.streaming:
+                        if not starts_a_stream(data):
+                            return self._completion(model, await self._document(data, response, lines))
+                        answer.streaming = True
+                    await self._take(answer, self._parse_chunk(data, answer.chars), on_delta)
+            if bound.cancelled_caught:
+                raise self._stream_too_slow(answer)
+            if answer.done:
+                # The end of the body follows [DONE]: read it, or the connection is closed rather than
+                # reused, and the next call pays a new TCP and TLS handshake.
+                with anyio.move_on_after(1.0):
+                    async for _ in lines:
+                        pass
+        except HTTPX2_ERRORS as exc:
+            # After [DONE] or a finish reason the answer is complete, whatever happens to the rest of the body.
+            if not answer.complete:
+                raise self._cut_off(self._upstream.error_for(exc), answer) from None
+        return self._result(answer)
+
+    async def _document(self, first: str, response: httpx2.Response, lines: AsyncIterator[str]) -> Body:
+        """The body as one JSON document whose first data is `first`; spread over lines, with or without `data:`."""
+        parts = [first]
+        async for line in lines:
+            data = data_of(line)
+            if data is not None and data != "[DONE]":
+                parts.append(data)
+        return Body(response.status_code, response.headers, "\n".join(parts).encode())
+
+    async def _take(self, answer: _Answer, chunk: ChatChunk, on_delta: OnDelta | None) -> None:
+        answer.model = chunk.model or answer.model
+        answer.usage = chunk.usage or answer.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                answer.pieces.append(choice.delta.content)
+                answer.chars += len(choice.delta.content)
+                if on_delta is not None:
+                    await on_delta(choice.delta.content)
+            answer.finish_reason = choice.finish_reason or answer.finish_reason
+
+    def _result(self, answer: _Answer) -> ChatResult:
+        if answer.finish_reason == "error":
+            raise GenerationFailed(self._upstream.name, generation_failed(answer.model))
+        note = None
+        if not answer.complete:
+            if not answer.chars:
+                raise UpstreamBadResponse(
+                    self._upstream.name,
+                    "the answer ended before any text arrived, with no end marker ([DONE] or a finish_reason). "
+                    "Try again.",
+                )
+            # A clean end is how the docs' sample client stops too: what arrived is the answer, said to be so.
+            note = NO_END_MARKER
+        return ChatResult(
+            model=answer.model,
+            reply="".join(answer.pieces),
+            finish_reason=answer.finish_reason or ("stop" if answer.done else "unknown"),
+            usage=answer.usage,
+            note=note,
+        )
 
     def _completion(self, model: str, response: Body) -> ChatResult:
         completion = self._upstream.parse(response, ChatCompletion, "choices[0].message")
@@ -170,71 +312,27 @@ class ChatReader:
             model=completion.model or model, reply=reply, finish_reason=finish_reason, usage=completion.usage
         )
 
-    async def _read_stream(self, model: str, response: httpx2.Response, on_delta: OnDelta | None) -> ChatResult:
-        name = self._upstream.name
-        pieces: list[str] = []
-        finish_reason: str | None = None
-        usage: Usage | None = None
-        served_model = model
-        done = False
-        # The stream's total, counted in characters of event data (each event is bounded by httpx2's
-        # EventSource at 1 MB); the limit is the one for whole bodies.
-        received = 0
-        limit = self._upstream.max_body_bytes
-        events = httpx2.EventSource(response).__aiter__()
-        try:
-            # ONLYSQ_TIMEOUT bounds each wait for a chunk; this bounds the whole answer, which an upstream
-            # trickling one chunk at a time could otherwise stretch without end.
-            with anyio.move_on_after(self._stream_timeout) as bound:
-                async for event in events:
-                    received += len(event.data)
-                    if received > limit:
-                        raise self._upstream.too_large(limit)
-                    data = event.data.strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    if not data:
-                        continue
-                    chunk = self._parse_chunk(data, sum(map(len, pieces)))
-                    served_model = chunk.model or served_model
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices:
-                        if choice.delta.content:
-                            pieces.append(choice.delta.content)
-                            if on_delta is not None:
-                                await on_delta(choice.delta.content)
-                        finish_reason = choice.finish_reason or finish_reason
-            if bound.cancelled_caught:
-                raise self._stream_too_slow(sum(map(len, pieces)))
-            if done:
-                # The end of the body follows [DONE]: read it, or the connection is closed rather than
-                # reused, and the next call pays a new TCP and TLS handshake.
-                with anyio.move_on_after(1.0):
-                    async for _ in events:
-                        pass
-        except HTTPX2_ERRORS as exc:
-            # After [DONE] or a finish reason the answer is complete, whatever happens to the rest of the body.
-            if not done and finish_reason is None:
-                raise self._upstream.error_for(exc) from None
-        if finish_reason == "error":
-            raise GenerationFailed(name, generation_failed(model))
-        if not done and finish_reason is None:
-            received = sum(map(len, pieces))
-            raise UpstreamBadResponse(
-                name,
-                f"the answer stream was cut off after {received} characters, before it was complete; "
-                "the partial answer is not returned. Try again.",
-            )
-        return ChatResult(model=served_model, reply="".join(pieces), finish_reason=finish_reason or "stop", usage=usage)
+    def _cut_off(self, error: UpstreamError, answer: _Answer) -> UpstreamError:
+        """`error` with the text that arrived before it, so that a paid answer is not lost."""
+        if not answer.chars:
+            return error
+        text = "".join(answer.pieces)
+        kept = text[-PARTIAL_CHARS:]
+        which = "all of it" if len(kept) == len(text) else f"the last {len(kept):,}"
+        message = (
+            f"{str(error).removeprefix(error.upstream + ': ')} The answer was cut off after {answer.chars:,} "
+            f"characters; what arrived ({which}) follows.\n\n{kept}"
+        )
+        return type(error)(error.upstream, message, error.retry_after)
 
-    def _stream_too_slow(self, received: int) -> UpstreamTimeout:
-        return UpstreamTimeout(
+    def _stream_too_slow(self, answer: _Answer) -> UpstreamError:
+        error = UpstreamTimeout(
             self._upstream.name,
             f"the streamed answer took longer than {self._stream_timeout:g}s (ONLYSQ_MCP_STREAM_TIMEOUT) "
-            f"and was abandoned after {received} characters. Ask for a shorter answer "
+            f"and was abandoned after {answer.chars} characters. Ask for a shorter answer "
             "(e.g. a lower max_tokens), or raise the limit.",
         )
+        return self._cut_off(error, answer)
 
     def _parse_chunk(self, data: str, received: int) -> ChatChunk:
         try:
@@ -252,6 +350,35 @@ class ChatReader:
                 self._upstream.name, f"the model failed mid-answer ({detail}) after {received} characters"
             )
         return self._upstream.validate(body, ChatChunk, "choices")
+
+
+def data_of(line: str) -> str | None:
+    """The data a line of the body carries: after `data:` (with or without its space), or the whole line when
+    it is bare JSON; None for a blank line, an event-stream comment (`:`), a field without data or empty data."""
+    line = line.strip()
+    if not line or line.startswith(":"):
+        return None
+    name, colon, value = line.partition(":")
+    if name == "data":
+        return value.strip() or None
+    if colon and name in NO_DATA_FIELDS:
+        return None
+    return line
+
+
+def starts_a_stream(data: str) -> bool:
+    """Whether the first data of a body is a chunk of a stream, rather than the start of one JSON document (a
+    completion, or `{"error": ...}`; one line or pretty-printed)."""
+    try:
+        first = json.loads(data)
+    except ValueError:
+        return False  # e.g. the `{` alone on the first line of a pretty-printed body
+    if not isinstance(first, dict):
+        return False
+    if first.get("object") == "chat.completion.chunk":
+        return True
+    choices = first.get("choices")
+    return isinstance(choices, list) and not any(isinstance(c, dict) and "message" in c for c in choices)
 
 
 def generation_failed(model: str) -> str:

@@ -32,20 +32,26 @@ class ChatTurn(BaseModel):
 class ChatOutput(BaseModel):
     model: str = Field(description="The model that answered.")
     reply: str = Field(description="The model's answer.")
-    finish_reason: str = Field(description="`stop` when the answer is complete; `length` when cut by max_tokens.")
+    finish_reason: str = Field(
+        description="`stop` when the answer is complete; `length` when cut by max_tokens; `unknown` when the "
+        "upstream did not say (see `note`)."
+    )
     # A flat mapping rather than a nested model: clients validate this schema once per session, and a
     # `$ref` inside an `anyOf` makes that several times slower.
     usage: dict[str, int] = Field(
         default_factory=dict,
         description="Token counts when the upstream reports them: prompt_tokens, completion_tokens, total_tokens.",
     )
+    note: str | None = Field(None, description="Why the reply may be incomplete, when it may be.")
 
 
 class ModelList(BaseModel):
     source: Literal["live", "cached", "bundled"] = Field(
         description="`live` from the upstream, `cached` last good copy, `bundled` shipped with the server."
     )
-    note: str | None = Field(None, description="Why the list is not live, when it is not.")
+    note: str | None = Field(
+        None, description="Why the list is not live or not complete: fallbacks, unreadable or hidden entries."
+    )
     total: int = Field(description="How many models matched.")
     models: list[ModelEntry]
 
@@ -83,14 +89,26 @@ ChatModel = Annotated[
     Field(description="Chat model id from `list_models` (kind `chat`). Default: the server's chat model."),
 ]
 
+# OnlySq's API2.0 documents neither field inside `request`, and no public client sends them: they are passed
+# through, never promised (Yandex's OpenAI-compatible chat documents both, `openai-compatibility.md`).
 Temperature = Annotated[
     float | None,
-    Field(ge=0, le=2, description="Sampling temperature 0–2; lower is more focused. Default: the model's own."),
+    Field(
+        ge=0,
+        le=2,
+        description="Sampling temperature 0–2; lower is more focused. Passed to the provider as is; not "
+        "every provider honours it. Default: the model's own.",
+    ),
 ]
 
 MaxTokens = Annotated[
     int | None,
-    Field(ge=1, le=100_000, description="Upper bound on the reply length in tokens. Default: the model's own."),
+    Field(
+        ge=1,
+        le=100_000,
+        description="Upper bound on the reply length in tokens. Passed to the provider as is; not "
+        "every provider honours it. Default: the model's own.",
+    ),
 ]
 
 
@@ -127,10 +145,14 @@ async def chat(
         on_delta=progress_of(ctx),
         on_retry=client_log(ctx),
     )
-    output = ChatOutput(model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage)
+    output = ChatOutput(
+        model=result.model, reply=result.reply, finish_reason=result.finish_reason, usage=result.usage, note=result.note
+    )
     text = result.reply or "(the model returned an empty reply)"
     if result.finish_reason == "length":
         text += "\n\n[The reply was cut off at max_tokens.]"
+    if result.note:
+        text += f"\n\n[{result.note}]"
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content=output.model_dump(mode="json"),
@@ -159,9 +181,10 @@ async def list_models(
     """List the models the upstreams offer, to pick a `model` for the other tools.
 
     Returns one entry per model (id, provider, kind, name, description, flags such as streaming,
-    tool use and vision, status) as structured data, plus a compact table. The list is fetched
-    live and cached; if the service cannot be reached, the last good copy or a bundled list is
-    returned and `source` says which.
+    tool use and vision, status, access tier) as structured data, plus a compact table. Only models
+    the service reports as working (status `work` or `beta`) are listed; `embedding` models make
+    vectors and cannot be used with `chat`. The list is fetched live and cached; if the service
+    cannot be reached, the last good copy or a bundled list is returned and `source` says which.
     """
     catalogue = await services_of(ctx).catalogue.get()
     chosen = catalogue.select(kind, search)
@@ -180,7 +203,7 @@ def model_table(result: ModelList, kind: str, search: str | None) -> str:
         lines.append(f"No models match kind `{kind}`" + (f" and search `{search}`." if search else "."))
         return "\n".join(lines)
     lines.append(f"{result.total} models ({result.source}):")
-    lines.append("id | provider | kind | flags | name")
+    lines.append("id | provider | kind | tier | flags | name")
     for m in result.models:
         flags = ",".join(
             flag
@@ -192,5 +215,6 @@ def model_table(result: ModelList, kind: str, search: str | None) -> str:
             )
             if on
         )
-        lines.append(f"{m.id} | {m.provider} | {m.kind} | {flags or '-'} | {m.name}")
+        tier = "-" if m.tier is None else m.tier
+        lines.append(f"{m.id} | {m.provider} | {m.kind} | {tier} | {flags or '-'} | {m.name}")
     return "\n".join(lines)

@@ -38,8 +38,8 @@ async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Pr
 async def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
     """Refuse a model the live catalogue does not list for this kind, before any upstream call.
 
-    When only a cached or bundled catalogue is at hand the upstream gets the last word, since the
-    model may be newer than the list.
+    When only a cached or bundled catalogue is at hand (for this kind) the upstream gets the last word,
+    since the model may be newer than the list; so it does for a model the live list hides by its status.
     """
     if not model_id:
         raise ToolError(EMPTY_MODEL)
@@ -47,11 +47,12 @@ async def check_model(services: Services, model_id: str, kind: KindFilter) -> Mo
     entry = catalogue.find(model_id)
     if entry is not None and is_kind(entry, kind):
         return entry
-    if catalogue.source != "live":
+    if not catalogue.vouches_for(kind) or model_id in catalogue.hidden:
         return None
     wanted = {"chat": "a chat model", "vision": "a vision model", "image": "an image model", "all": "a model"}[kind]
     if entry is not None:
-        problem = f"`{model_id}` is a {entry.kind} model, but this tool needs {wanted}."
+        article = "an" if entry.kind[0] in "aeiou" else "a"
+        problem = f"`{model_id}` is {article} {entry.kind} model, but this tool needs {wanted}."
     else:
         problem = f"Unknown model `{model_id}`; this tool needs {wanted}."
     suggestions = catalogue.closest(model_id, kind)

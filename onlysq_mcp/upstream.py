@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx2
@@ -54,6 +54,18 @@ ERROR_BODY_BYTES = 64_000
 URL_SAFE = str.maketrans("-_", "+/")
 OnRetry = Callable[[str], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
+
+
+class Pacer(Protocol):
+    """Paces the attempts of related requests (the images of one call), retries included."""
+
+    def attempt(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one attempt is on the wire, until its answer's headers (or its failure) arrive."""
+        ...
+
+    def rate_limited(self) -> None:
+        """An attempt was answered 429."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -189,9 +201,12 @@ class Upstream:
         json_body: Any = None,
         on_retry: OnRetry | None = None,
         retry: bool = True,
+        pacer: Pacer | None = None,
     ) -> Body:
         """Send with retries; return a 2xx answer read within ONLYSQ_MCP_MAX_RESPONSE_BYTES, or raise an `UpstreamError`."""
-        response = await self.open(method, path, headers=headers, json_body=json_body, on_retry=on_retry, retry=retry)
+        response = await self.open(
+            method, path, headers=headers, json_body=json_body, on_retry=on_retry, retry=retry, pacer=pacer
+        )
         return await self.read(response)
 
     async def open(
@@ -203,15 +218,19 @@ class Upstream:
         json_body: Any = None,
         on_retry: OnRetry | None = None,
         retry: bool = True,
+        pacer: Pacer | None = None,
         read_timeout: float | None = None,
     ) -> httpx2.Response:
         """Send with retries; return a 2xx response with its body unread, which the caller must `close()`.
 
+        Each attempt is made inside `pacer.attempt()`, and a 429 is reported to it (`pacer.rate_limited()`).
         `read_timeout` replaces ONLYSQ_TIMEOUT as the wait for data, for a caller that bounds the wait itself.
         """
         url = self.base_url.rstrip("/") + path
         retries = self.policy.retries if retry else 0
         started = time.monotonic()
+        # Time spent waiting for the pacer (for the call's other requests), which is not this request's retrying.
+        paced = 0.0
         attempt = 0
         while True:
             attempt += 1
@@ -219,25 +238,30 @@ class Upstream:
             request = client.build_request(method, url, headers=headers, json=json_body)
             if read_timeout is not None:
                 request.extensions["timeout"] = {**request.extensions["timeout"], "read": read_timeout}
-            try:
-                response = await client.send(request, stream=True)
-            except HTTPX2_ERRORS as exc:
-                if not failure_of(exc).retry:
-                    raise self.error_for(exc) from None
-                failure = self.error_for(exc, advice=False)
-                retry_after = None
-            else:
-                if response.is_success:
-                    return response
-                body = await self.read(response, ERROR_BODY_BYTES, truncate=True)
-                failure = self.status_error(body)
-                if not retryable(body.status_code):
-                    raise failure
-                retry_after = parse_retry_after(body.headers.get("retry-after"))
+            queued = time.monotonic()
+            async with pacer.attempt() if pacer is not None else contextlib.nullcontext():
+                paced += time.monotonic() - queued
+                try:
+                    response = await client.send(request, stream=True)
+                except HTTPX2_ERRORS as exc:
+                    if not failure_of(exc).retry:
+                        raise self.error_for(exc) from None
+                    failure = self.error_for(exc, advice=False)
+                    retry_after = None
+                else:
+                    if response.is_success:
+                        return response
+                    body = await self.read(response, ERROR_BODY_BYTES, truncate=True)
+                    if body.status_code == 429 and pacer is not None:
+                        pacer.rate_limited()
+                    failure = self.status_error(body)
+                    if not retryable(body.status_code):
+                        raise failure
+                    retry_after = parse_retry_after(body.headers.get("retry-after"))
 
             elapsed = time.monotonic() - started
             wait = self.policy.wait_before(attempt, retry_after)
-            if attempt > retries or wait > MAX_SINGLE_WAIT or elapsed + wait > self.policy.deadline:
+            if attempt > retries or wait > MAX_SINGLE_WAIT or elapsed - paced + wait > self.policy.deadline:
                 raise self.final_error(failure, attempt, elapsed, retry_after)
             note = f"{failure}; retry {attempt} of {retries} in {wait:.1f}s"
             logger.warning("%s", note)
@@ -359,8 +383,11 @@ class Upstream:
                 # HTTP 200 with `{"error": {"message": ...}}`: the provider's words, not a format complaint.
                 raise GenerationFailed(self.name, f"answered with an error: {self.upstream_words(message)}") from None
             keys = self.upstream_words(", ".join(sorted(body))) if isinstance(body, dict) else type(body).__name__
+            # `files[0]` names the field `files`: present but empty or of the wrong shape is a different report.
+            top = field.partition("[")[0].partition(".")[0]
+            what = "an empty or malformed" if isinstance(body, dict) and top in body else "without the"
             raise UpstreamBadResponse(
-                self.name, f"answered without the `{field}` field (got: {keys or 'nothing'}); the API may have changed"
+                self.name, f"answered {what} `{field}` field (got: {keys or 'nothing'}); the API may have changed"
             ) from None
 
     def decode_base64(self, data: str) -> bytes:

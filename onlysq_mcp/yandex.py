@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .openai_chat import ChatReader, ChatResult, Message, OnDelta, chat_request
-from .upstream import OnRetry, Upstream
+from .upstream import OnRetry, Pacer, Upstream
 
 UPSTREAM = "Yandex AI Studio"
 
@@ -86,11 +86,18 @@ class YandexClient:
             on_retry=on_retry,
         )
 
-    async def generate_image(self, model: str, prompt: str, ratio: str, *, on_retry: OnRetry | None = None) -> bytes:
-        """One image; `ratio` as OnlySq writes it (`16:9`), sent as Yandex's `16x9`."""
+    async def generate_image(
+        self, model: str, prompt: str, ratio: str, *, on_retry: OnRetry | None = None, pacer: Pacer | None = None
+    ) -> bytes:
+        """One image; `ratio` as OnlySq writes it (`16:9`), sent as Yandex's `16x9`.
+
+        No seed: the reference of this endpoint lists none. `generationOptions.seed` belongs to the older
+        asynchronous API (`ai-studio/image-generation/api-ref/ImageGenerationAsync/generate.md`), whose body
+        this endpoint does not take and which served only the retired YandexART.
+        """
         payload = {"model": model_uri(model, self._folder_id), "prompt": prompt, "size": ratio.replace(":", "x")}
         response = await self._upstream.request(
-            "POST", "/v1/images/generations", headers=self._headers, json_body=payload, on_retry=on_retry
+            "POST", "/v1/images/generations", headers=self._headers, json_body=payload, on_retry=on_retry, pacer=pacer
         )
         images = self._upstream.parse(response, ImagesResponse, "data[0].b64_json")
         del response  # the raw body is as large as the base64 text: free it before the decoded copy is made

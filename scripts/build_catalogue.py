@@ -21,59 +21,24 @@ DEFAULT_PAGE = Path(__file__).resolve().parent / "onlysq_models_page.txt"
 DEFAULT_OUT = ROOT / "onlysq_mcp" / "data" / "models.json"
 API_VERSION = "seed-002"
 
-# Section heading -> default owner ("other" when the section names no vendor).
-SECTIONS = {
-    "ChatGPT models": "openai",
-    "DeepSeek models": "deepseek",
-    "Llama models": "meta",
-    "Claude models": "anthropic",
-    "Le Chat models": "mistral",
-    "Qwen models": "alibaba",
-    "Google models": "google",
-    "Cohere models": "cohere",
-    "Other models": "other",
-    "Image models": "other",
-    "Sound models": "other",
-}
-# Id prefixes that clearly name a family; they win over the section's owner.
-FAMILIES = [
-    ("gpt", "openai"),
-    ("chatgpt", "openai"),
-    ("searchgpt", "openai"),
-    ("o1", "openai"),
-    ("o3", "openai"),
-    ("o4", "openai"),
-    ("deepseek", "deepseek"),
-    ("llama", "meta"),
-    ("claude", "anthropic"),
-    ("mistral", "mistral"),
-    ("qwen", "alibaba"),
-    ("gemini", "google"),
-    ("gemma", "google"),
-    ("gtts", "google"),
-    ("command", "cohere"),
-    ("c4ai", "cohere"),
-    ("phi", "microsoft"),
-    ("grok", "xai"),
-    ("zai-glm", "zhipu"),
-    ("kimi", "moonshot"),
-    ("flux", "black-forest-labs"),
-]
+# The page's section headings: rows are read only inside them. The page names no owner and no display name for
+# a model (its "Model name" column is the id), so the entries carry none: nothing here is invented.
+SECTIONS = frozenset(
+    {
+        "ChatGPT models",
+        "DeepSeek models",
+        "Llama models",
+        "Claude models",
+        "Le Chat models",
+        "Qwen models",
+        "Google models",
+        "Cohere models",
+        "Other models",
+        "Image models",
+        "Sound models",
+    }
+)
 MODALITIES = {"Text": "text", "Images": "image", "Sound": "sound"}
-WORDS = {
-    "gpt": "GPT",
-    "chatgpt": "ChatGPT",
-    "searchgpt": "SearchGPT",
-    "oss": "OSS",
-    "glm": "GLM",
-    "zai": "ZAI",
-    "vl": "VL",
-    "it": "IT",
-    "api": "API",
-    "c4ai": "C4AI",
-    "gtts": "gTTS",
-    "deepseek": "DeepSeek",
-}
 
 
 def repair(text: str) -> str:
@@ -95,32 +60,6 @@ def repair(text: str) -> str:
     return re.sub(r"[^\x00-\x7f]+", fix, text)
 
 
-def display_name(model_id: str) -> str:
-    """gpt-4o-mini -> GPT-4o Mini, o3-mini -> o3 Mini, llama-3.3-70b -> Llama 3.3 70B."""
-    words: list[str] = []
-    for token in model_id.split("-"):
-        if token in WORDS:
-            word = WORDS[token]
-        elif re.fullmatch(r"o\d|\d+(\.\d+)?o", token):  # o3, 4o
-            word = token
-        elif re.fullmatch(r"[a-z]?\d+(\.\d+)?[a-z]?", token):  # 70b, r1, a22b, 3.5
-            word = token.upper()
-        else:
-            word = token.capitalize()
-        if words and (words[-1] in ("GPT", "ChatGPT") or (word.isdigit() and re.fullmatch(r"[\d-]+", words[-1]))):
-            words[-1] += "-" + word  # GPT-4o, 2024-07-18
-        else:
-            words.append(word)
-    return " ".join(words)
-
-
-def owner_of(model_id: str, section: str) -> str:
-    for prefix, owner in FAMILIES:
-        if re.match(rf"{re.escape(prefix)}(\b|\d)", model_id):
-            return owner
-    return SECTIONS[section]
-
-
 def parse(lines: list[str]) -> dict[str, dict]:
     start = lines.index("Overview of OnlySq models")
     models: dict[str, dict] = {}
@@ -139,16 +78,16 @@ def parse(lines: list[str]) -> dict[str, dict]:
                 sys.exit(f"line {number}: cannot parse row {line!r}")
             model_id, description, kind, modality, endpoint = cells
             last = {
-                "name": display_name(model_id),
+                "name": model_id,
                 "description": repair(description),
                 "modality": MODALITIES[modality],
                 "tier": None,
-                "status": "work",
+                "status": None,
                 "can-stream": None,
                 "can-tools": None,
                 "can-think": None,
                 "cost": None,
-                "owner": owner_of(model_id, section),
+                "owner": None,
                 "type": kind,
                 "endpoints": [endpoint],
             }

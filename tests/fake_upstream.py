@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -58,6 +59,7 @@ __all__ = [
     "IMAGEN_PATH",
     "IMAGEN_RATIOS",
     "MODELS_PATH",
+    "RECORDED_DIR",
     "YANDEX_CHAT_PATH",
     "YANDEX_IMAGES_PATH",
     "FakeUpstream",
@@ -72,6 +74,7 @@ MODELS_PATH: Final = "/ai/models"
 YANDEX_IMAGES_PATH: Final = "/v1/images/generations"
 YANDEX_CHAT_PATH: Final = "/v1/chat/completions"
 YANDEX_PATHS: Final = frozenset({YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH})
+IMAGE_PATHS: Final = frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH})
 
 IMAGEN_RATIOS: Final = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 CHAT_ROLES: Final = frozenset({"system", "user", "assistant"})
@@ -88,12 +91,23 @@ FAULT_KINDS: Final = frozenset(
         "not_image",
         "bomb",
         "cut_stream",
+        "abort_stream",
         "stream_error",
+        "bare_lines",
+        "newline_events",
+        "plain_sse",
+        "crlf_events",
+        "pretty_json",
         "stall",
         "delay",
         "drop",
         "bad_gzip",
         "huge",
+        # Issue 12 point 10: real bodies, and the lenient base64 public clients accept.
+        "recorded",
+        "base64_variant",
+        "empty_files",
+        "empty_models",
     }
 )
 # Kinds that only make sense for some endpoints; add_fault rejects the others so a typo in a test
@@ -103,12 +117,32 @@ _KIND_PATHS: Final[dict[str, frozenset[str]]] = {
     "error_body": frozenset({CHAT_PATH, IMAGEN_PATH, YANDEX_IMAGES_PATH, YANDEX_CHAT_PATH}),
     "finish_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "cut_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "abort_stream": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "bare_lines": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "newline_events": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "plain_sse": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "crlf_events": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
+    "pretty_json": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "stream_error": frozenset({CHAT_PATH, YANDEX_CHAT_PATH}),
     "bad_base64": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "not_image": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
     "bomb": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "base64_variant": frozenset({IMAGEN_PATH, YANDEX_IMAGES_PATH}),
+    "empty_files": frozenset({IMAGEN_PATH}),
+    "empty_models": frozenset({MODELS_PATH}),
 }
 
+# How a chat stream is framed on the wire, by fault kind: content type, what goes before each JSON payload and
+# what after it. The default is OpenAI's reference framing; the others are what OnlySq's own sample client
+# for /ai/v2 would read as well (raw lines, `data: ` stripped only when present, content type ignored), and
+# what the WHATWG event-stream grammar allows (any of CRLF, LF, CR; `data:` without its space).
+STREAM_FRAMINGS: Final[dict[str | None, tuple[str, bytes, bytes]]] = {
+    None: ("text/event-stream; charset=utf-8", b"data: ", b"\n\n"),
+    "bare_lines": ("text/event-stream; charset=utf-8", b"", b"\n"),
+    "newline_events": ("text/event-stream; charset=utf-8", b"data: ", b"\n"),
+    "plain_sse": ("text/plain; charset=utf-8", b"data: ", b"\n\n"),
+    "crlf_events": ("text/event-stream", b": keep-alive\r\nevent: message\r\ndata:", b"\r\n\r\n"),
+}
 MALFORMED_BODY: Final = b'{"choices": ['
 NOT_GZIP_BODY: Final = b"this body claims to be gzip but is not"
 HUGE_PIECE: Final = 64 * 1024
@@ -131,8 +165,19 @@ _YANDEX_MODEL_URI: Final = re.compile(r"^art://([^/]+)/([^/]+)(?:/([^/]+))?$")
 # gpt://<folder>/<model>[/<branch>]; without a branch Yandex takes `latest` (concepts/generation/models.md).
 _YANDEX_CHAT_URI: Final = re.compile(r"^gpt://([^/]+)/([^/]+)(?:/(latest|rc|deprecated))?$")
 _YANDEX_SIZE: Final = re.compile(r"^(\d+)x(\d+)$")
+# OnlySq answers 429 "provider queue" when too many generations are queued (a public client tells users to cut
+# parallel image requests to 1 when it repeats); the exact wording is not known, only those words.
+QUEUE_FULL_MESSAGE: Final = "Too many requests: the provider queue is full, try again later"
 # The live limit of Alice AI ART, with the live error text (seen by public clients); the reference says 32k.
 _YANDEX_PROMPT_LIMIT: Final = 500
+
+# Bodies the providers' documents show, served verbatim by the "recorded" fault; tests/recorded/README.md
+# names the source of each. The content type follows the file's suffix.
+RECORDED_DIR: Final = Path(__file__).parent / "recorded"
+RECORDED_TYPES: Final = {".json": "application/json", ".sse": "text/event-stream"}
+# How public clients' lenient decoding (`base64.b64decode` without validation, upstreams.md) is exercised:
+# each variant of a correct base64 image that a strict decoder refuses.
+BASE64_VARIANTS: Final = frozenset({"wrapped", "data_uri", "url_safe", "unpadded"})
 
 # A private scope key through which the h11 protocol below hands its transport to the app ("drop").
 _TRANSPORT_KEY: Final = "fake_upstream.transport"
@@ -143,8 +188,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def default_models() -> dict[str, dict[str, Any]]:
-    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id)."""
+def default_models() -> dict[str, Any]:
+    """The default `/ai/models` catalogue, shaped like the live one (a dict keyed by model id): models the docs
+    never list (`gpt-5.2-chat`, `flux-2-dev`, `stable-diffusion-xl-base-1.0`), the embedding model
+    `e5-mistral-7b` among the text models as the docs list it, `beta` and `work` statuses, tiers 0 to 2."""
 
     def entry(
         name: str,
@@ -153,6 +200,7 @@ def default_models() -> dict[str, dict[str, Any]]:
         owner: str,
         *,
         status: str = "work",
+        tier: int = 0,
         can_stream: bool = True,
         can_tools: bool = False,
         can_think: bool = False,
@@ -161,7 +209,7 @@ def default_models() -> dict[str, dict[str, Any]]:
             "name": name,
             "description": description,
             "modality": modality,
-            "tier": 0,
+            "tier": tier,
             "status": status,
             "can-stream": can_stream,
             "can-tools": can_tools,
@@ -201,6 +249,18 @@ def default_models() -> dict[str, dict[str, Any]]:
             "google",
             can_tools=True,
         ),
+        "gpt-5.2-chat": entry(
+            "GPT-5.2 Chat", "Listed live, not in the docs.", "text", "openai", tier=2, can_tools=True
+        ),
+        # The docs list it with modality Text; it makes embeddings, not replies.
+        "e5-mistral-7b": entry(
+            "E5 Mistral 7B",
+            "E5-Mistral-7B is a 7-billion-parameter model optimized for embeddings and semantic understanding "
+            "while still supporting general text tasks.",
+            "text",
+            "intfloat",
+            can_stream=False,
+        ),
         "deepseek-v3": entry(
             "DeepSeek V3",
             "Deepseek-V3 is an advanced AI model by Deepseek, excelling in reasoning, code generation, "
@@ -222,7 +282,11 @@ def default_models() -> dict[str, dict[str, Any]]:
             "The second generation of FLUX, open-weights development release.",
             "image",
             "black-forest-labs",
+            tier=1,
             can_stream=False,
+        ),
+        "stable-diffusion-xl-base-1.0": entry(
+            "Stable Diffusion XL", "Listed live, not in the docs.", "image", "stabilityai", can_stream=False
         ),
         "gtts": entry(
             "gTTS",
@@ -314,7 +378,8 @@ class FakeUpstream:
     # Knobs; `reset()` restores these defaults.
     latency: float
     api_keys: set[str]
-    models: dict[str, dict[str, Any]]
+    # Entries may be anything, to imitate odd live ones: `None`, a list where text belongs, an unknown status.
+    models: dict[str, Any]
     api_version: str
     chat_reply: str | None
     stream_piece_chars: int
@@ -330,6 +395,7 @@ class FakeUpstream:
     yandex_retired_models: set[str]
     yandex_chat_models: set[str]
     yandex_format: str
+    image_queue_limit: int | None
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -339,6 +405,8 @@ class FakeUpstream:
         self._faults: dict[str, deque[Fault]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
+        self._image_in_flight = 0
+        self._image_arrivals: list[int] = []
         self._disconnects = 0
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -366,6 +434,9 @@ class FakeUpstream:
         self.yandex_retired_models = {"yandex-art"}
         self.yandex_chat_models = {"aliceai-llm", "yandexgpt", "yandexgpt-lite"}
         self.yandex_format = "JPEG"
+        # Image requests (both image endpoints) that may be in flight at once; one arriving beyond it is answered
+        # 429 with QUEUE_FULL_MESSAGE, like OnlySq's full provider queue. None: no limit.
+        self.image_queue_limit = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -445,6 +516,7 @@ class FakeUpstream:
             self._requests.clear()
             self._faults.clear()
             self._max_in_flight = 0
+            self._image_arrivals.clear()
             self._disconnects = 0
 
     # ------------------------------------------------------------------ test-facing API
@@ -475,6 +547,13 @@ class FakeUpstream:
         """Most requests being handled at once since start or `reset()` (for concurrency-limit tests)."""
         with self._lock:
             return self._max_in_flight
+
+    @property
+    def image_arrivals(self) -> list[int]:
+        """For each image request so far, oldest first: how many image requests were in flight as it arrived,
+        itself included (1 = it had the upstream to itself)."""
+        with self._lock:
+            return list(self._image_arrivals)
 
     def add_fault(
         self,
@@ -517,11 +596,27 @@ class FakeUpstream:
         - "bomb" (image endpoints): the image is a 34-byte lossless WebP declaring 13,300×13,300 pixels
           (`tests/image_bombs.py`).
         - "cut_stream" (/ai/v2): a stream ends cleanly after `after_chunks` content chunks, with no finish
-          chunk and no `[DONE]`; a non-streamed answer sends its headers and half its body, then aborts.
+          chunk and no `[DONE]` (with `after_chunks` past the reply's chunks: all the text, then a clean end
+          without an end marker); a non-streamed answer sends its headers and half its body, then aborts.
+        - "abort_stream" (/ai/v2): a stream's connection is aborted after `after_chunks` content chunks (a
+          network cut); a non-streamed answer as with "cut_stream".
+        - "bare_lines", "newline_events", "plain_sse", "crlf_events" (/ai/v2): a stream framed otherwise
+          (`STREAM_FRAMINGS`): bare JSON lines and a bare `[DONE]`; `data:` lines with single newlines between
+          them; normal events labelled text/plain; CRLF line ends, a comment and an `event:` field, `data:`
+          without its space. A non-streamed answer is as usual.
+        - "pretty_json" (/ai/v2): the answer, streamed request or not, is one pretty-printed JSON body labelled
+          text/plain: the `chat.completion`, or with `message` `{"error": {"message": message}}`.
         - "stream_error" (/ai/v2): after `after_chunks` chunks, `data: {"error": {"message": ...}}` and the
           stream ends (no `[DONE]`); a non-streamed request gets a 200 whose JSON is that error object.
+        - "empty_models" (/ai/models): the list is `{}`, while the models stay served (an empty live list).
         - "stall": headers (and for a stream `after_chunks` chunks) go out, then `delay` seconds of silence,
           then the rest as normal.
+        - "recorded" (before validation): `status` (default 200) with the file `message` of tests/recorded/
+          sent byte for byte, content type by its suffix (.json, .sse), whatever the request asked.
+        - "base64_variant" (image endpoints): the image's base64 as `message` says: "wrapped" (76-character
+          lines), "data_uri" (`data:image/<format>;base64,` prefix), "url_safe" (`-_` alphabet), "unpadded".
+        - "empty_files" (/ai/imagen): `files` is `[]`; with `message`, the body also has
+          `{"error": {"message": message}}`, as public clients report of the live service.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
@@ -530,6 +625,7 @@ class FakeUpstream:
             raise ValueError(f"fault {kind!r} does not apply to {path!r} (only {sorted(allowed)})")
         if times < 1:
             raise ValueError("times must be >= 1")
+        _check_fault_message(kind, message)
         fault = Fault(kind, status, retry_after, message, delay, after_chunks, size)
         with self._lock:
             self._faults.setdefault(path, deque()).extend([fault] * times)
@@ -563,13 +659,20 @@ class FakeUpstream:
             time=time.time(),
             client=tuple(scope["client"]) if scope.get("client") else None,
         )
+        image = path in IMAGE_PATHS
         with self._lock:
             self._requests.append(record)
             queue = self._faults.get(path)
             fault = queue.popleft() if queue else None
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        exchange = _Exchange(self, scope, send, record, fault)
+            if image:
+                self._image_in_flight += 1
+                self._image_arrivals.append(self._image_in_flight)
+                limit = self.image_queue_limit
+                if fault is None and limit is not None and self._image_in_flight > limit:
+                    fault = Fault("status", 429, message=QUEUE_FULL_MESSAGE)
+        exchange = _Exchange(self, scope, send, record, fault, image=image)
 
         async def answer(group: anyio.abc.TaskGroup) -> None:
             try:
@@ -634,6 +737,11 @@ class FakeUpstream:
                     "application/json",
                 )
                 return
+            elif fault.kind == "recorded":
+                name = fault.message or ""
+                body = (RECORDED_DIR / name).read_bytes()
+                await ex.send_raw(fault.status or 200, body, RECORDED_TYPES[Path(name).suffix])
+                return
             elif fault.kind == "malformed":
                 await ex.send_raw(200, MALFORMED_BODY, "application/json")
                 return
@@ -666,7 +774,8 @@ class FakeUpstream:
             raise _HTTPError(401, "Invalid API key")
 
     async def _models(self, ex: _Exchange) -> None:
-        payload: dict[str, Any] = {"api-version": self.api_version, "models": copy.deepcopy(self.models)}
+        models = {} if ex.fault_kind == "empty_models" else copy.deepcopy(self.models)
+        payload: dict[str, Any] = {"api-version": self.api_version, "models": models}
         ex.missing_field(payload, "models")
         await ex.send_json(200, payload)
 
@@ -680,7 +789,7 @@ class FakeUpstream:
         if not isinstance(request, dict):
             raise _HTTPError(400, "Field 'request' is required")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "text":
             raise _HTTPError(400, f"Model '{model}' does not support chat")
@@ -723,7 +832,7 @@ class FakeUpstream:
         else:
             reply = "Echo: " + (last_user[0] if last_user is not None else "")
 
-        if stream:
+        if stream and ex.fault_kind != "pretty_json":
             await self._stream_chat(ex, model, reply, prompt_tokens)
             return
 
@@ -752,6 +861,10 @@ class FakeUpstream:
         if ex.record.path == CHAT_PATH:
             payload["user"] = 0
         ex.missing_field(payload, "choices")
+        if ex.fault is not None and ex.fault.kind == "pretty_json":
+            body = {"error": {"message": ex.fault.message}} if ex.fault.message else payload
+            await ex.send_raw(200, json.dumps(body, indent=2, ensure_ascii=False).encode(), "text/plain; charset=utf-8")
+            return
         await ex.send_json(200, payload)
 
     async def _stream_chat(self, ex: _Exchange, model: str, reply: str, prompt_tokens: int) -> None:
@@ -775,32 +888,33 @@ class FakeUpstream:
             return payload
 
         async def checkpoint() -> bool:
-            """Apply a mid-stream fault once `after` chunks are out; True means the stream must end."""
-            if kind == "cut_stream":
+            """Apply a mid-stream fault once `after` chunks are out; True means the stream has ended."""
+            if kind == "abort_stream":
+                await ex.drop()
                 return True
             if kind == "stream_error":
                 await ex.send_event({"error": {"message": ex.fault_message("provider failed")}})
+            if kind in ("cut_stream", "stream_error"):
+                await ex.end()
                 return True
             if kind == "stall" and ex.fault is not None:
                 await self._sleep(ex.fault.delay)
             return False
 
-        await ex.start(200, "text/event-stream; charset=utf-8", [("cache-control", "no-cache")])
+        await ex.start(200, ex.framing()[0], [("cache-control", "no-cache")])
         for sent, piece in enumerate(pieces):
             if sent == after and await checkpoint():
-                await ex.end()
                 return
             if sent:
                 await self._sleep(self.stream_chunk_delay)
             await ex.send_event(chunk({"content": piece, "role": "assistant"}, None, None))
         if after >= len(pieces) and await checkpoint():
-            await ex.end()
             return
         await self._sleep(self.stream_chunk_delay if pieces else 0)
         finish = "error" if kind == "finish_error" else "stop"
         usage = _usage(prompt_tokens, _count_tokens(reply))
         await ex.send_event(chunk({}, finish, usage))
-        await ex.send_body(b"data: [DONE]\n\n")
+        await ex.send_event("[DONE]")
         await ex.end()
 
     async def _imagen(self, ex: _Exchange) -> None:
@@ -818,7 +932,7 @@ class FakeUpstream:
         if ratio not in IMAGEN_RATIOS:
             raise _HTTPError(400, f"Invalid ratio {ratio!r}; expected one of {', '.join(IMAGEN_RATIOS)}")
         info = self.models.get(model)
-        if info is None:
+        if not isinstance(info, dict):  # an odd entry (`null`, a list) lists nothing usable
             raise _HTTPError(400, f"Model '{model}' not found")
         if info.get("modality") != "image":
             raise _HTTPError(400, f"Model '{model}' is not an image model")
@@ -843,6 +957,10 @@ class FakeUpstream:
             payload["seed"] = seed
         if self.omit_size:
             del payload["size"]
+        if ex.fault_kind == "empty_files":
+            payload["files"] = []
+            if ex.fault is not None and ex.fault.message:
+                payload["error"] = {"message": ex.fault.message}
         ex.missing_field(payload, "files")
         await ex.send_json(200, payload)
 
@@ -859,7 +977,10 @@ class FakeUpstream:
             return base64.b64encode(webp()).decode("ascii")
         # Off the event loop: a 2048 px noise PNG takes long enough to stall concurrent requests.
         data = await asyncio.to_thread(_render_image, prompt, seed, width, height, image_format, self.image_noise)
-        return base64.b64encode(data).decode("ascii")
+        encoded = base64.b64encode(data).decode("ascii")
+        if ex.fault_kind == "base64_variant":
+            return _base64_variant(encoded, ex.fault_message(""), image_format)
+        return encoded
 
     # ------------------------------------------------------------------ Yandex AI Studio
 
@@ -953,9 +1074,17 @@ class _Exchange:
     """One request/response, with the send helpers that apply the request's fault."""
 
     def __init__(
-        self, fake: FakeUpstream, scope: Scope, send: Send, record: RecordedRequest, fault: Fault | None
+        self,
+        fake: FakeUpstream,
+        scope: Scope,
+        send: Send,
+        record: RecordedRequest,
+        fault: Fault | None,
+        *,
+        image: bool = False,
     ) -> None:
         self.fake = fake
+        self.image = image
         self.scope = scope
         self._raw_send = send
         self.record = record
@@ -977,6 +1106,8 @@ class _Exchange:
             self._counted_out = True
             with self.fake._lock:
                 self.fake._in_flight -= 1
+                if self.image:
+                    self.fake._image_in_flight -= 1
 
     @property
     def fault_kind(self) -> str | None:
@@ -1044,8 +1175,14 @@ class _Exchange:
     async def end(self) -> None:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def framing(self) -> tuple[str, bytes, bytes]:
+        return STREAM_FRAMINGS.get(self.fault_kind, STREAM_FRAMINGS[None])
+
     async def send_event(self, payload: Any) -> None:
-        await self.send_body(b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n")
+        """One event in this request's framing; `[DONE]` goes as it is, anything else as JSON."""
+        _, before, after = self.framing()
+        data = b"[DONE]" if payload == "[DONE]" else json.dumps(payload, ensure_ascii=False).encode()
+        await self.send_body(before + data + after)
 
     async def send_raw(
         self, status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
@@ -1056,7 +1193,7 @@ class _Exchange:
     async def send_json(self, status: int, payload: Any) -> None:
         """Send a success body, honouring the "stall" and (for non-streams) "cut_stream" faults."""
         body = json.dumps(payload, ensure_ascii=False).encode()
-        if self.fault is not None and self.fault.kind in ("stall", "cut_stream"):
+        if self.fault is not None and self.fault.kind in ("stall", "cut_stream", "abort_stream"):
             await self.start(status, "application/json", [("content-length", str(len(body)))])
             if self.fault.kind == "stall":
                 await self.fake._sleep(self.fault.delay)
@@ -1198,6 +1335,28 @@ def _render_image(prompt: str, seed: object, width: int, height: int, image_form
     else:
         image.save(out, fmt)
     return out.getvalue()
+
+
+def _check_fault_message(kind: str, message: str | None) -> None:
+    """A "recorded" file that is not there, or an unknown base64 variant, fails in the test, not at request time."""
+    if kind == "recorded":
+        name = message or ""
+        if Path(name).name != name or Path(name).suffix not in RECORDED_TYPES or not (RECORDED_DIR / name).is_file():
+            raise ValueError(f"recorded needs message=<a .json or .sse file in {RECORDED_DIR}>, got {message!r}")
+    if kind == "base64_variant" and message not in BASE64_VARIANTS:
+        raise ValueError(f"base64_variant needs message= one of {sorted(BASE64_VARIANTS)}, got {message!r}")
+
+
+def _base64_variant(encoded: str, variant: str, image_format: str) -> str:
+    if variant == "wrapped":
+        return "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    if variant == "data_uri":
+        return f"data:image/{image_format.lower().replace('jpg', 'jpeg')};base64,{encoded}"
+    changed = encoded.translate(str.maketrans("+/", "-_")) if variant == "url_safe" else encoded.rstrip("=")
+    if changed == encoded:
+        # A variant that changes nothing would let a strict decoder pass the test: fail loudly instead.
+        raise _HTTPError(500, f"fake: the {variant} variant changes nothing for this image; use another prompt")
+    return changed
 
 
 def _phrase(status: int) -> str:

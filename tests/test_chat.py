@@ -168,7 +168,7 @@ async def test_chat_bad_input_is_a_tool_error_before_any_upstream_call(server, u
         ("finish_error", {}, "finish_reason: error"),
         ("malformed", {}, "not JSON"),
         ("missing_field", {}, "choices"),
-        ("cut_stream", {"after_chunks": 2}, "cut off"),
+        ("abort_stream", {"after_chunks": 2}, "cut off after 8 characters"),
         ("stream_error", {"message": "provider exploded"}, "provider exploded"),
     ],
 )

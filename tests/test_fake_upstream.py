@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from PIL import Image
 
-from tests.fake_upstream import FAULT_KINDS, FakeUpstream
+from tests.fake_upstream import FAULT_KINDS, RECORDED_DIR, FakeUpstream
 
 AUTH = {"Authorization": "Bearer openai"}
 YANDEX_AUTH = {"Authorization": "Api-Key yandex-test-key"}
@@ -375,6 +375,49 @@ def test_cut_stream_and_stream_error(fake: FakeUpstream, client: httpx2.Client) 
         chat(client)  # a non-streamed answer is truncated mid-body instead
 
 
+@pytest.mark.parametrize(
+    ("kind", "content_type", "separator", "prefix"),
+    [
+        ("bare_lines", "text/event-stream", b"\n", b"{"),
+        ("newline_events", "text/event-stream", b"\n", b"data: {"),
+        ("plain_sse", "text/plain", b"\n\n", b"data: {"),
+        ("crlf_events", "text/event-stream", b"\r\n\r\n", b": keep-alive\r\nevent: message\r\ndata:{"),
+    ],
+)
+def test_stream_framings(fake: FakeUpstream, client: httpx2.Client, kind, content_type, separator, prefix) -> None:
+    fake.add_fault("/ai/v2", kind)
+    with client.stream("POST", "/ai/v2", json=chat_body("Hello world", stream=True), headers=AUTH) as response:
+        assert response.headers["content-type"].startswith(content_type)
+        body = response.read()
+    events = body.split(separator)
+    assert events[-1] == b"" and events[-2].endswith(b"[DONE]")
+    assert all(event.startswith(prefix) for event in events[:-2])
+    pieces = [json.loads(e.removeprefix(prefix[:-1]))["choices"][0]["delta"].get("content", "") for e in events[:-2]]
+    assert "".join(pieces) == "Echo: Hello world"
+    if separator == b"\n":
+        assert b"\n\n" not in body
+
+
+def test_pretty_json_and_abort_stream(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/v2", "pretty_json")
+    response = chat(client, stream=True)
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith("{\n  ") and response.json()["choices"][0]["message"]["content"] == "Echo: Hi"
+    fake.add_fault("/ai/v2", "pretty_json", message="queue full")
+    assert chat(client).json() == {"error": {"message": "queue full"}}
+
+    fake.add_fault("/ai/v2", "abort_stream", after_chunks=2)
+    received = []
+    with (
+        pytest.raises(httpx2.RemoteProtocolError),
+        client.stream("POST", "/ai/v2", json=chat_body("Hello", stream=True), headers=AUTH) as response,
+    ):
+        for line in response.iter_lines():
+            received.append(line)
+    events = [line for line in received if line]
+    assert len(events) == 2 and all(line.startswith("data: {") for line in events)  # two chunks, then the cut
+
+
 def test_stall_delay_latency(fake: FakeUpstream, client: httpx2.Client) -> None:
     fake.add_fault("/ai/v2", "stall", delay=0.4, after_chunks=1)
     with client.stream("POST", "/ai/v2", json=chat_body("Hello world", stream=True), headers=AUTH) as response:
@@ -435,11 +478,77 @@ def test_huge_is_generated_and_stops_when_the_client_leaves(fake: FakeUpstream, 
     assert fake.disconnects == 1
 
 
+def test_empty_models_and_odd_entries(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/models", "empty_models")
+    assert client.get("/ai/models").json()["models"] == {}
+    assert chat(client).status_code == 200  # the list is empty, the models are still served
+    fake.models["odd-null"] = None
+    fake.models["odd-list"] = [1, 2]
+    listed = client.get("/ai/models").json()["models"]
+    assert listed["odd-null"] is None and listed["odd-list"] == [1, 2] and "gpt-4o-mini" in listed
+    for odd in ("odd-null", "odd-list"):
+        response = chat(client, model=odd)
+        assert response.status_code == 400
+        assert response.json()["error"]["message"] == f"Model '{odd}' not found"
+
+
+def test_default_models_look_live() -> None:
+    models = FakeUpstream().models
+    assert {"gpt-5.2-chat", "flux-2-dev", "stable-diffusion-xl-base-1.0", "e5-mistral-7b"} <= set(models)
+    assert {entry["status"] for entry in models.values()} == {"work", "beta"}
+    assert len({entry["tier"] for entry in models.values()}) > 1
+
+
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
-    covered |= {"bomb", "error_body"}
+    covered |= {"bomb", "error_body", "empty_models"}
     covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
+    covered |= {"recorded", "base64_variant", "empty_files"}
+    covered |= {"abort_stream", "bare_lines", "newline_events", "plain_sse", "crlf_events", "pretty_json"}
     assert covered == FAULT_KINDS
+
+
+# ---------------------------------------------------------------- recorded bodies, lenient base64 (issue 12)
+
+
+def test_recorded_bodies_are_sent_byte_for_byte(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/v2", "recorded", message="onlysq_v2_stream.sse")
+    fake.add_fault("/v1/images/generations", "recorded", message="yandex_error_403_model_denied.json", status=403)
+    streamed = chat(client)  # an unstreamed request: the recorded body is sent whatever was asked
+    assert (streamed.status_code, streamed.headers["content-type"]) == (200, "text/event-stream")
+    assert streamed.content == (RECORDED_DIR / "onlysq_v2_stream.sse").read_bytes()
+    denied = yandex(client)
+    assert (denied.status_code, denied.headers["content-type"]) == (403, "application/json")
+    assert denied.content == (RECORDED_DIR / "yandex_error_403_model_denied.json").read_bytes()
+
+
+@pytest.mark.parametrize("message", [None, "missing.json", "../conftest.py", "README.md"])
+def test_a_recorded_body_must_be_a_file_of_tests_recorded(fake: FakeUpstream, message: str | None) -> None:
+    with pytest.raises(ValueError, match="recorded needs"):
+        fake.add_fault("/ai/v2", "recorded", message=message)
+
+
+@pytest.mark.parametrize("variant", ["wrapped", "data_uri", "url_safe", "unpadded"])
+def test_base64_variants_differ_from_strict_base64(fake: FakeUpstream, client: httpx2.Client, variant: str) -> None:
+    plain = imagen(client, prompt="variant probe").json()["files"][0]
+    fake.add_fault("/ai/imagen", "base64_variant", message=variant)
+    varied = imagen(client, prompt="variant probe").json()["files"][0]
+    assert varied != plain
+    with pytest.raises(ValueError):
+        base64.b64decode(varied, validate=True)
+
+
+def test_unknown_base64_variant_is_refused(fake: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="base64_variant needs"):
+        fake.add_fault("/ai/imagen", "base64_variant", message="rot13")
+
+
+def test_empty_files_with_and_without_an_error(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/imagen", "empty_files", message="provider queue")
+    fake.add_fault("/ai/imagen", "empty_files")
+    first, second = imagen(client).json(), imagen(client).json()
+    assert (first["files"], first["error"]) == ([], {"message": "provider queue"})
+    assert second["files"] == [] and "error" not in second
 
 
 # ---------------------------------------------------------------- concurrency and async use
@@ -469,3 +578,13 @@ async def test_usable_from_async_tests(fake: FakeUpstream) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_yandex_prompt_limit_answers_with_the_live_text(client: httpx2.Client) -> None:
+    # The text public clients of Alice AI ART report (upstreams.md); 500 characters still pass.
+    refused = yandex(client, prompt="p" * 702)
+    assert (refused.status_code, refused.json()["error"]["message"]) == (
+        400,
+        "Prompt positive size 702 exceeds limit (500)",
+    )
+    assert yandex(client, prompt="p" * 500).status_code == 200

@@ -39,13 +39,14 @@ async def test_live_catalogue_with_entries_and_table(server, upstream):
         "description": upstream.models["gemini-2.5-flash"]["description"],
         "owner": "google",
         "status": "work",
+        "tier": upstream.models["gemini-2.5-flash"]["tier"],
         "streaming": upstream.models["gemini-2.5-flash"]["can-stream"],
         "tools": upstream.models["gemini-2.5-flash"]["can-tools"],
         "thinking": upstream.models["gemini-2.5-flash"]["can-think"],
     }
     table = text_of(result)
-    assert "id | provider | kind | flags | name" in table
-    assert "gemini-2.5-flash | onlysq | chat | vision" in table
+    assert "id | provider | kind | tier | flags | name" in table
+    assert "gemini-2.5-flash | onlysq | chat | 0 | vision" in table
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ async def test_the_catalogue_has_every_configured_providers_models(make_settings
     assert {e.provider for e in with_yandex.fallback_entries()} == {"onlysq", "yandex"}
     assert {e.provider for e in without.fallback_entries()} == {"onlysq"}
     yandex = with_yandex.providers[1]
-    assert {(e.id, e.kind) for e in await yandex.models()} == {
+    assert {(e.id, e.kind) for e in (await yandex.models()).entries} == {
         ("aliceai-llm", "chat"),
         ("yandexgpt", "chat"),
         ("yandexgpt-lite", "chat"),

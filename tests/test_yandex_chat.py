@@ -107,7 +107,7 @@ async def test_a_folder_the_key_does_not_belong_to_is_refused_like_any_credentia
         ("status", {"status": 401}, "credentials refused (HTTP 401"),
         ("status", {"status": 400, "message": "content filter"}, "request rejected (HTTP 400: content filter)"),
         ("status", {"status": 503, "times": 4}, "gave up after 4 tries"),  # through every retry
-        ("cut_stream", {"after_chunks": 1}, "the answer stream was cut off"),
+        ("abort_stream", {"after_chunks": 1}, "The answer was cut off after 4 characters"),
         ("stream_error", {"after_chunks": 1, "message": "overloaded"}, "the model failed mid-answer (overloaded)"),
         ("finish_error", {}, "reported a failed generation"),
         ("missing_field", {}, "answered without the `choices` field"),

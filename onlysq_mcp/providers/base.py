@@ -13,30 +13,52 @@ from typing import ClassVar, Literal, Protocol
 from pydantic import BaseModel, Field, HttpUrl
 
 from ..settings import Settings
-from ..upstream import OnRetry, Upstream
+from ..upstream import OnRetry, Pacer, Upstream
 
 # The `provider` field of the tools' output. A literal rather than `str` so that the schema lists the
 # choices; `tests/test_providers.py` checks it names exactly the providers of the registry.
 ProviderName = Literal["onlysq", "yandex"]
 Capability = Literal["chat", "vision", "images"]
-Kind = Literal["chat", "image", "sound"]
+# `embedding`: a text model that makes vectors, not replies (the docs name `e5-mistral-7b`): never offered as chat.
+Kind = Literal["chat", "image", "sound", "embedding"]
 Role = Literal["system", "user", "assistant"]
 OnDelta = Callable[[str], Awaitable[None]]
+# Statuses of models the service offers now: the live /ai/models list says `work` or `beta`, and public
+# clients of it keep `work` only. Any other value, whatever the service uses for a model that is down, hides it.
+OFFERED_STATUSES = frozenset({"work", "beta"})
 ASPECT_RATIOS = frozenset({"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"})
 
 
 class ModelEntry(BaseModel):
     id: str = Field(description="Model id to pass as `model` to the tools.")
     provider: ProviderName = Field(description="Which upstream serves it.")
-    kind: Kind = Field(description="`chat` (text), `image` (generation) or `sound`.")
+    kind: Kind = Field(
+        description="`chat` (text), `image` (generation), `sound`, or `embedding` (text to vectors: not for `chat`)."
+    )
     vision: bool = Field(description="Accepts images in chat, so `describe_image` can use it.")
     name: str
     description: str
     owner: str | None = Field(None, description="Who made the model.")
     status: str | None = Field(None, description="`work` (stable) or `beta`, as the upstream reports.")
+    tier: int | None = Field(
+        None, description="Access tier the upstream reports; a key of a lower tier may be refused this model."
+    )
     streaming: bool | None = None
     tools: bool | None = None
     thinking: bool | None = None
+
+    @property
+    def offered(self) -> bool:
+        """Whether the upstream offers it now: no status (a bundled entry), `work` or `beta`."""
+        return self.status is None or self.status.strip().lower() in OFFERED_STATUSES
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """A provider's live models, and how many entries of its answer could not be read (and were left out)."""
+
+    entries: list[ModelEntry]
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,8 @@ class ChatReply:
     finish_reason: str
     # Token counts the upstream reported: prompt_tokens, completion_tokens, total_tokens.
     usage: dict[str, int] = field(default_factory=dict)
+    # Said when the reply may not be all of it.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class ImageLimits:
     max_prompt_chars: int
     ratios: frozenset[str]
     max_count: int
+    # Whether a seed is sent at all; the provider may still ignore it (OnlySq documents none).
     seed: bool
 
 
@@ -110,8 +135,8 @@ class Provider(ABC):
         return f"`{model_id}` belongs to {cls.title}, which is not configured."
 
     @abstractmethod
-    async def models(self) -> list[ModelEntry]:
-        """Its models now; raises `UpstreamError` when they cannot be listed."""
+    async def models(self) -> ModelListing:
+        """Its models now, hidden ones (status) included; raises `UpstreamError` when they cannot be listed."""
 
     def fallback_models(self) -> list[ModelEntry]:
         """Its models when `models()` fails: a list shipped with the server."""
@@ -132,7 +157,14 @@ class Provider(ABC):
         raise NotImplementedError(f"{self.title} offers no chat")
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
-        """One image, as the upstream sent it; `seed` only where `image_limits.seed`."""
+        """One image, as the upstream sent it; `seed` only where `image_limits.seed`; each attempt paced by `pacer`."""
         raise NotImplementedError(f"{self.title} offers no image generation")

@@ -73,7 +73,7 @@ def messages_for(turns: list[Turn], image: InlineImage | None = None) -> list[Me
 
 
 def reply_of(result: ChatResult) -> ChatReply:
-    return ChatReply(result.model, result.reply, result.finish_reason, token_counts(result.usage))
+    return ChatReply(result.model, result.reply, result.finish_reason, token_counts(result.usage), result.note)
 
 
 def token_counts(usage: Usage | None) -> dict[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import ProviderNotConfigured
 from ..settings import Settings
-from .base import Capability, Connect, ModelEntry, Provider
+from .base import Capability, Connect, ModelEntry, ModelListing, Provider
 from .onlysq import OnlySqProvider
 from .yandex import YandexProvider
 
@@ -50,12 +50,15 @@ class Registry:
     def _configured(self, kind: type[Provider]) -> Provider | None:
         return next((p for p in self._providers if type(p) is kind), None)
 
-    async def catalogue_entries(self) -> list[ModelEntry]:
+    async def catalogue_entries(self) -> ModelListing:
         """Every configured provider's models now; raises `UpstreamError` when one cannot list them."""
         entries: list[ModelEntry] = []
+        skipped = 0
         for provider in self._providers:
-            entries += await provider.models()
-        return entries
+            listing = await provider.models()
+            entries += listing.entries
+            skipped += listing.skipped
+        return ModelListing(entries, skipped)
 
     def fallback_entries(self) -> list[ModelEntry]:
         """The models shipped with the server, for when the live catalogue cannot be fetched."""

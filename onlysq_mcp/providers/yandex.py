@@ -10,7 +10,7 @@ names them (`yandex-cloud/docs`, `ru/ai-studio/concepts/generation/models.md`: `
 from __future__ import annotations
 
 from ..settings import Settings, StreamMode
-from ..upstream import OnRetry
+from ..upstream import OnRetry, Pacer
 from ..yandex import UPSTREAM, YandexClient
 from .base import (
     ASPECT_RATIOS,
@@ -19,6 +19,7 @@ from .base import (
     ImageLimits,
     Kind,
     ModelEntry,
+    ModelListing,
 )
 from .openai_compatible import OpenAIChatProvider
 
@@ -40,7 +41,7 @@ class YandexProvider(OpenAIChatProvider):
     label = UPSTREAM
     offers = frozenset({"chat", "images"})
     # Alice AI ART refuses longer prompts live: "Prompt positive size 702 exceeds limit (500)" (seen by several
-    # public clients; the API reference's 32k is the generic limit).
+    # public clients; the API reference's 32k is the generic limit). No seed: see `YandexClient.generate_image`.
     image_limits = ImageLimits(max_prompt_chars=500, ratios=ASPECT_RATIOS, max_count=4, seed=False)
     # A full `art://` or `gpt://` URI names any model of any folder: it cannot be listed beforehand.
     listed_only = False
@@ -86,8 +87,8 @@ class YandexProvider(OpenAIChatProvider):
             "(or YANDEX_IAM_TOKEN) and YANDEX_FOLDER_ID, or pick another model from `list_models`."
         )
 
-    async def models(self) -> list[ModelEntry]:
-        return self.fallback_models()
+    async def models(self) -> ModelListing:
+        return ModelListing(self.fallback_models())
 
     def fallback_models(self) -> list[ModelEntry]:
         return [_entry(model_id, text, "chat") for model_id, text in YANDEX_CHAT_MODELS.items()] + [
@@ -95,9 +96,16 @@ class YandexProvider(OpenAIChatProvider):
         ]
 
     async def generate_image(
-        self, model: str, prompt: str, ratio: str, *, seed: int | None = None, on_retry: OnRetry | None = None
+        self,
+        model: str,
+        prompt: str,
+        ratio: str,
+        *,
+        seed: int | None = None,
+        on_retry: OnRetry | None = None,
+        pacer: Pacer | None = None,
     ) -> bytes:
-        return await self.client.generate_image(model, prompt, ratio, on_retry=on_retry)
+        return await self.client.generate_image(model, prompt, ratio, on_retry=on_retry, pacer=pacer)
 
 
 def _entry(model_id: str, description: str, kind: Kind) -> ModelEntry:
