@@ -1,4 +1,4 @@
-"""The seven benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
+"""The eight benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
 
 Project and floor always run against the same fake upstream, one after the other within each run, in
 alternating order, so that a busy neighbour on the machine slows both rather than one.
@@ -310,11 +310,13 @@ def per_call(plan: Plan) -> list[Row]:
 # --- 3. concurrency -------------------------------------------------------------------------------
 
 
-async def one_session(url: str, n: int) -> tuple[float, int]:
-    """One session, `n` calls on it at once: (wall of the calls, failed calls)."""
+async def one_session(url: str, n: int, warm: bool = True) -> tuple[float, int]:
+    """One session, `n` calls on it at once, after a warm-up call unless `warm` is off: (wall of the calls,
+    failed calls)."""
     failed = []
     async with http_client(url) as client:
-        await client.call_tool("chat", {"prompt": "warm"})
+        if warm:
+            await client.call_tool("chat", {"prompt": "warm"})
         started = time.perf_counter()
         async with anyio.create_task_group() as group:
             for i in range(n):
@@ -698,6 +700,59 @@ def bombs(plan: Plan) -> list[Row]:
     ]  # fmt: skip
 
 
+# --- 8. first calls after start ------------------------------------------------------------------
+
+FIRST_LATENCY = 0.3
+
+
+def first_calls(plan: Plan) -> list[Row]:
+    """What a fresh server's first calls cost: nothing but the calls themselves (issue 15).
+
+    Over stdio, the first `chat` right after `tools/list`, as a host's first tool call; over HTTP, a burst of
+    calls on a server that has just started, with no warm-up call. The catalogue, which the project fetches in
+    the background, answers with the same latency as the chat endpoint.
+    """
+    n = plan.concurrent
+    firsts: dict[str, list[float]] = {"project": [], "floor": []}
+    bursts: dict[str, list[float]] = {"project": [], "floor": []}
+    failed: dict[str, int] = {"project": 0, "floor": 0}
+
+    async def first(target: Target, base_url: str, folder: Path) -> None:
+        async with target.stdio(base_url, folder) as client:
+            await client.list_tools()
+            started = time.perf_counter()
+            result = await client.call_tool("chat", {"prompt": "first"})
+            firsts[target.name].append(time.perf_counter() - started)
+            assert not result.is_error, text_of(result)
+
+    # One untimed round first: this process's own first-use costs (the client's imports) fall on neither target.
+    with fake_upstream("--latency", str(FIRST_LATENCY)) as base_url, workdir() as folder:
+        for run in range(plan.runs + 1):
+            for target in alternate(run):
+                anyio.run(first, target, base_url, folder)
+    with fake_upstream("--latency", "1") as base_url, workdir() as folder:
+        for run in range(plan.concurrency_runs + 1):
+            for target in alternate(run):
+                env = {"ONLYSQ_MCP_MAX_CONCURRENCY": str(n)} if target is PROJECT else {}
+                with http_server(target, base_url, folder, **env) as (url, _):
+                    wall, errors = anyio.run(one_session, url, n, False)
+                bursts[target.name].append(wall)
+                failed[target.name] += errors
+    bench = "8. first calls after start"
+    first_project, first_floor = median(firsts["project"][1:]), median(firsts["floor"][1:])
+    burst_project, burst_floor = median(bursts["project"][1:]), median(bursts["floor"][1:])
+    return [
+        Row(bench, f"first `chat` after `tools/list` (stdio, {FIRST_LATENCY:g} s upstream)", first_project,
+            first_floor, "s", "≤ 1.10 × floor", first_project <= 1.10 * first_floor,
+            f"a fresh server per run; median of {plan.runs}"),
+        Row(bench, f"{n} concurrent `chat` on a fresh HTTP server, no warm-up (1 s upstream), "
+            f"ONLYSQ_MCP_MAX_CONCURRENCY={n}", burst_project, burst_floor, "s", "≤ 1.10 × floor",
+            burst_project <= 1.10 * burst_floor,
+            f"one session; wall of the calls, median of {plan.concurrency_runs}; failed calls: project "
+            f"{failed['project']}, floor {failed['floor']}"),
+    ]  # fmt: skip
+
+
 BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "cold": lambda plan: cold_start(plan) + start_path(plan),
     "calls": per_call,
@@ -706,5 +761,6 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "streaming": streaming,
     "soak": soak,
     "bombs": bombs,
+    "first": first_calls,
 }
 __all__ = ["BENCHMARKS", "QUICK", "Plan", "Row", "import_report", "server_env"]

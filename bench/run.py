@@ -6,7 +6,7 @@
     python bench/run.py --quick              # smoke run: few runs and calls, prints, writes nothing
     python bench/run.py --output other.md    # write elsewhere
 
-Benchmarks: cold, calls, concurrency, images, streaming, soak, bombs. Nothing here is a test: run it by hand, on an
+Benchmarks: cold, calls, concurrency, images, streaming, soak, bombs, first. Nothing here is a test: run it by hand, on an
 otherwise idle machine when the figures matter.
 """
 
@@ -32,6 +32,7 @@ LABELS = {
     "streaming": "5.",
     "soak": "6.",
     "bombs": "7.",
+    "first": "8.",
 }
 HEADER = (
     "| benchmark | metric | project | floor | project/floor | target | met | notes | measured |\n"

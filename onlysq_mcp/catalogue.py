@@ -27,6 +27,8 @@ KindFilter = Literal["chat", "image", "vision", "all"]
 
 # After a failed fetch, the fallback is served for this long before the next try.
 FAILURE_TTL = 30.0
+# The background refresh never runs more often than this, however short the cache's lifetime.
+MIN_REFRESH = 1.0
 
 
 class Catalogue(BaseModel):
@@ -114,9 +116,11 @@ class _Fetch:
 class CatalogueCache:
     """Serves the catalogue from memory while it is fresh; one fetch at a time refreshes it.
 
-    Tool calls check their model against the catalogue, so a slow or failing live list must not slow
-    them: the fetch has its own short time limit, every caller waits on the same one, and after a failure
-    the fallback is served at once for `FAILURE_TTL` seconds instead of trying again on every call.
+    Tool calls check their model against the live copy when there is a fresh one (`live`) and never wait
+    for it: `keep_fresh` fetches it in the background from the start of the server on. `list_models` waits
+    for a fetch when no fresh copy is there (`get`): the fetch has its own short time limit, every caller
+    waits on the same one, and after a failure the fallback is served at once for `FAILURE_TTL` seconds
+    instead of trying again on every call.
     """
 
     def __init__(self, providers: Registry, ttl: float, *, timeout: float, tasks: anyio.abc.TaskGroup) -> None:
@@ -136,27 +140,58 @@ class CatalogueCache:
             return self._live
         return None
 
+    def live(self) -> Catalogue | None:
+        """The live catalogue while it is fresh, at once: model checks never wait on the network."""
+        return self._fresh()
+
     async def get(self) -> Catalogue:
+        """The best catalogue there is, waiting (within the fetch's time limit) for a live one if none is fresh."""
         if (fresh := self._fresh()) is not None:
             return fresh
         if self._failure is not None and time.monotonic() - self._failed_at < FAILURE_TTL:
             return self._fallback(self._failure)
+        return await self._join()
+
+    async def keep_fresh(self) -> None:
+        """Fetch the live catalogue now, then again shortly before each copy expires, while the server runs.
+
+        Stale-while-revalidate: calls go on using the copy at hand while the next one is fetched, so after
+        the first fetch no call waits for one. After a failure the next try comes `FAILURE_TTL` later.
+        """
+        if self._ttl == 0:
+            return  # nothing is reused, so there is nothing to keep fresh
+        while True:
+            if self._until_due() <= 0:
+                await self._join()
+            await anyio.sleep(max(self._until_due(), MIN_REFRESH))
+
+    def _until_due(self) -> float:
+        """Seconds until the next background fetch; `list_models` may have fetched since the last one."""
+        now = time.monotonic()
+        if self._failure is not None:
+            return self._failed_at + FAILURE_TTL - now
+        if self._live is None:
+            return 0.0
+        # Early enough that even a fetch using its whole time limit ends before the copy expires.
+        lead = min(self._timeout, self._ttl / 2)
+        return self._fetched_at + self._ttl - lead - now
+
+    async def _join(self) -> Catalogue:
+        """The result of the fetch under way, or of a new one: never two at a time."""
         fetch = self._fetch
         if fetch is None:
             fetch = self._fetch = _Fetch()
             self._tasks.start_soon(self._refresh, fetch)
         await fetch.done.wait()
-        assert fetch.result is not None  # set before `done`
-        return fetch.result
+        # No result: the fetch was cancelled with the server. Only a waiter still there needs the fallback;
+        # the background fetch, cancelled at every stop, must not read the bundled list for nobody.
+        return self._fallback("the server is stopping") if fetch.result is None else fetch.result
 
     async def _refresh(self, fetch: _Fetch) -> None:
         try:
             fetch.result = await self._load()
         finally:
             self._fetch = None
-            if fetch.result is None:
-                # Cancelled with the server: let any waiter still there have the fallback.
-                fetch.result = self._fallback("the server is stopping")
             fetch.done.set()
 
     async def _load(self) -> Catalogue:

@@ -7,6 +7,7 @@ context from the SDK, so they reach them through the `Runtime`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .session_images import SessionImages
 from .settings import Settings
 from .upstream import RetryPolicy, Upstream
 
+logger = logging.getLogger(__name__)
+
 Transport = Literal["stdio", "http"]
 
 
@@ -52,17 +55,20 @@ class Services:
 
 
 class LazyClient:
-    """An `httpx2.AsyncClient` built on its first use, then shared; closed when the server stops.
+    """An `httpx2.AsyncClient` built once, then shared; closed when the server stops.
 
-    Building a client loads the CA bundle into an SSL context (about 40–90 ms here), which neither
-    `initialize` nor `tools/list` needs: built at start-up it delayed every host's first tool list. The
-    build is synchronous, with no `await` between the check and the assignment, so calls that arrive
-    together on the event loop share one client.
+    Building a client loads the CA bundle into an SSL context and imports the HTTP stack (about 40–90 ms
+    here), which neither `initialize` nor `tools/list` needs: built at start-up it delayed every host's
+    first tool list, built on first use it delayed the first call. `prepare` builds it in a worker thread
+    after start; `get` waits for that build rather than start a second one. Without a build under way the
+    client is built at once, synchronously, with no `await` between the check and the assignment, so calls
+    that arrive together on the event loop share one client.
     """
 
     def __init__(self, build: Callable[[], httpx2.AsyncClient]) -> None:
         self._build = build
         self._client: httpx2.AsyncClient | None = None
+        self._building: anyio.Event | None = None
         self._closed = False
 
     def __call__(self) -> httpx2.AsyncClient:
@@ -71,6 +77,34 @@ class LazyClient:
         if self._client is None:
             self._client = self._build()
         return self._client
+
+    async def get(self) -> httpx2.AsyncClient:
+        """The client, once the build under way (if any) has ended."""
+        if self._building is not None:
+            await self._building.wait()
+        return self()
+
+    async def prepare(self) -> None:
+        """Build the client in a worker thread, so that neither the event loop nor the first call pays for it.
+
+        Loading the CA bundle releases the GIL, so requests go on being answered meanwhile.
+        """
+        if self._client is not None or self._closed:
+            return
+        self._building = anyio.Event()
+        try:
+            # Shielded: a thread cannot be stopped, and a client it built while the server stops must still be
+            # kept (closed with the rest) or closed here.
+            with anyio.CancelScope(shield=True):
+                client = await anyio.to_thread.run_sync(self._build)
+                if self._client is None and not self._closed:
+                    self._client = client
+                else:
+                    await client.aclose()
+        finally:
+            # After a failure the callers build the client themselves, and say what went wrong.
+            self._building.set()
+            self._building = None
 
     async def __aenter__(self) -> LazyClient:
         return self
@@ -115,11 +149,25 @@ class Runtime:
             anyio.create_task_group() as jobs,
         ):
             self._services = build_services(settings, http, downloads, transport, jobs)
+            jobs.start_soon(prepare_in_background, http, self._services.catalogue)
             try:
                 yield self._services
             finally:
                 self._services = None
                 jobs.cancel_scope.cancel()
+
+
+async def prepare_in_background(http: LazyClient, catalogue: CatalogueCache) -> None:
+    """What the first tool call would otherwise wait for: the upstream client, then the live catalogue.
+
+    Started with the server, never awaited by a request: `initialize` and `tools/list` need neither.
+    """
+    try:
+        await http.prepare()
+    except Exception:
+        # The first call will build the client itself, and report what goes wrong; the server runs on.
+        logger.exception("building the upstream HTTP client in the background failed")
+    await catalogue.keep_fresh()
 
 
 def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.AsyncClient:
@@ -178,7 +226,7 @@ class UpstreamFactory:
         settings = self._settings
         return Upstream(
             name=name,
-            client=self._http,
+            client=self._http.get,
             base_url=str(base_url),
             policy=RetryPolicy(settings.onlysq_retries, settings.onlysq_retry_backoff, settings.onlysq_retry_deadline),
             read_timeout=settings.onlysq_timeout,

@@ -116,12 +116,14 @@ class Settings(BaseSettings):
         60.0, description="No retry starts later than this many seconds after the first try."
     )
     onlysq_mcp_models_cache_ttl: Annotated[float, Field(ge=0)] = Field(
-        600.0, description="Seconds the live model catalogue is reused before it is fetched again."
+        600.0,
+        description="Seconds the live model catalogue is reused; it is fetched again in the background before "
+        "it expires (0: fetched for each `list_models`, and tools leave model checks to the upstream).",
     )
     onlysq_mcp_models_timeout: Annotated[float, Field(gt=0, le=60)] = Field(
         5.0,
-        description="Seconds a fetch of the model catalogue may take (tool calls wait for it); after a failure "
-        "the last good or bundled list is used for 30 s.",
+        description="Seconds a fetch of the model catalogue may take (`list_models` waits for it, other tools "
+        "never do); after a failure the last good or bundled list is used for 30 s.",
     )
     onlysq_mcp_stream_timeout: Annotated[float, Field(gt=0)] = Field(
         300.0,

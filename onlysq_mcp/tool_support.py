@@ -8,7 +8,7 @@ from typing import Literal, cast
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .catalogue import Catalogue, KindFilter, ModelEntry, is_kind
+from .catalogue import KindFilter, ModelEntry, is_kind
 from .providers.base import Capability, OnDelta, Provider
 from .services import Services
 
@@ -31,19 +31,22 @@ async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Pr
         raise ToolError(EMPTY_MODEL)
     provider = services.providers.route(CAPABILITY[kind], model_id)
     if provider.listed_only:
-        await check_model(services, model_id, kind)
+        check_model(services, model_id, kind)
     return provider
 
 
-async def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
+def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEntry | None:
     """Refuse a model the live catalogue does not list for this kind, before any upstream call.
 
-    When only a cached or bundled catalogue is at hand (for this kind) the upstream gets the last word,
-    since the model may be newer than the list; so it does for a model the live list hides by its status.
+    Without a fresh live catalogue at hand (not fetched yet, expired, or failing), or when the live list has
+    no entries of this kind, the upstream gets the last word, since the model may be newer than any list; so
+    it does for a model the live list hides by its status. The check never waits for a fetch.
     """
     if not model_id:
         raise ToolError(EMPTY_MODEL)
-    catalogue: Catalogue = await services.catalogue.get()
+    catalogue = services.catalogue.live()
+    if catalogue is None:
+        return None
     entry = catalogue.find(model_id)
     if entry is not None and is_kind(entry, kind):
         return entry

@@ -182,8 +182,8 @@ class Upstream:
     """One upstream service reached through the process-wide `httpx2.AsyncClient`."""
 
     name: str
-    # Returns the shared client, which is built on first use (`services.LazyClient`).
-    client: Callable[[], httpx2.AsyncClient]
+    # Returns the shared client, once built (`services.LazyClient.get`).
+    client: Callable[[], Awaitable[httpx2.AsyncClient]]
     base_url: str
     policy: RetryPolicy
     read_timeout: float
@@ -234,7 +234,7 @@ class Upstream:
         attempt = 0
         while True:
             attempt += 1
-            client = self.client()
+            client = await self.client()
             request = client.build_request(method, url, headers=headers, json=json_body)
             if read_timeout is not None:
                 request.extensions["timeout"] = {**request.extensions["timeout"], "read": read_timeout}

@@ -41,6 +41,14 @@ def text_of(result) -> str:
     return "\n".join(block.text for block in result.content if block.type == "text")
 
 
+async def catalogue_loaded(client) -> None:
+    """Wait until the server holds the live model catalogue (`list_models` waits for its fetch).
+
+    Model checks use the live catalogue once it is in, and never wait for it: before, the upstream decides.
+    """
+    await client.call_tool("list_models", {"search": "?"})
+
+
 def upstream_env(base_url: str, output_dir: Path, *, yandex: bool = True, **extra: str) -> dict[str, str]:
     env = {
         "ONLYSQ_API_KEY": TEST_KEY,

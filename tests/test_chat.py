@@ -7,7 +7,7 @@ import time
 import pytest
 from mcp import Client
 
-from tests.helpers import TEST_KEY, text_of
+from tests.helpers import TEST_KEY, catalogue_loaded, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -151,6 +151,7 @@ async def test_an_unstreamed_answer_waits_for_the_whole_answer_bound_not_the_chu
 )
 async def test_chat_bad_input_is_a_tool_error_before_any_upstream_call(server, upstream, arguments, expected):
     async with Client(server) as client:
+        await catalogue_loaded(client)
         result = await client.call_tool("chat", arguments)
         assert result.is_error
         assert expected in text_of(result)
@@ -261,6 +262,7 @@ async def test_upstream_connection_is_reused_across_calls(make_settings, upstrea
 
     server = app_factory(make_settings(ONLYSQ_STREAM=stream))
     async with Client(server) as client:
+        await catalogue_loaded(client)  # fetched in the background: it might otherwise want a second connection
         for i in range(3):
             result = await client.call_tool("chat", {"prompt": f"call {i}"})
             assert text_of(result) == f"Echo: call {i}"

@@ -15,7 +15,7 @@ from mcp import Client
 from onlysq_mcp import image_sources
 from onlysq_mcp.server import app_factory
 from tests.fake_upstream import CHAT_PATH, IMAGEN_PATH
-from tests.helpers import BIG_PNG, PNG, make_image, text_of
+from tests.helpers import BIG_PNG, PNG, catalogue_loaded, make_image, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -268,7 +268,9 @@ async def test_slow_url_times_out(make_settings, upstream, web, monkeypatch):
 async def test_bad_arguments(server, upstream, tmp_path, arguments, expected):
     path = tmp_path / "ok.png"
     path.write_bytes(PNG)
-    result = await describe(server, {"image": str(path)} | arguments)
+    async with Client(server) as client:
+        await catalogue_loaded(client)
+        result = await client.call_tool("describe_image", {"image": str(path)} | arguments)
     assert result.is_error
     assert expected in text_of(result)
     assert upstream.requests_to(CHAT_PATH) == []

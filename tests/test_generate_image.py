@@ -14,7 +14,7 @@ from onlysq_mcp import image_tools
 from onlysq_mcp.images import pixel_size, sniff_mime
 from onlysq_mcp.server import app_factory
 from tests.fake_upstream import IMAGEN_PATH, IMAGEN_RATIOS, MODELS_PATH, YANDEX_IMAGES_PATH, _render_image
-from tests.helpers import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY, text_of
+from tests.helpers import TEST_KEY, YANDEX_FOLDER, YANDEX_IAM, YANDEX_KEY, catalogue_loaded, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -338,6 +338,7 @@ async def test_generated_image_is_a_readable_listed_resource(server, upstream, f
 )
 async def test_bad_arguments_are_tool_errors_without_generation(server, upstream, arguments, expected):
     async with Client(server) as client:
+        await catalogue_loaded(client)
         result = await client.call_tool("generate_image", arguments)
         assert result.is_error
         assert expected in text_of(result)

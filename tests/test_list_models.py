@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import jsonschema
 import pytest
 from mcp import Client
 
 from onlysq_mcp.server import app_factory
-from tests.helpers import text_of
+from tests.helpers import catalogue_loaded, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +152,16 @@ async def test_catalogue_resource(server, upstream):
     body = json.loads(content.text)
     assert body["source"] == "live"
     assert "fake-live-only" in {m["id"] for m in body["models"]}
+
+
+async def test_catalogue_is_refreshed_in_the_background_before_it_expires(make_settings, upstream):
+    """Stale-while-revalidate: model checks keep a live list across expiries, and no call fetches it."""
+    server = app_factory(make_settings(ONLYSQ_MCP_MODELS_CACHE_TTL=2, ONLYSQ_MCP_MODELS_TIMEOUT=1))
+    async with Client(server) as client:
+        await catalogue_loaded(client)
+        with anyio.fail_after(10):
+            while len(upstream.requests_to("/ai/models")) < 3:  # ≈ 2 s: past the first copy's expiry
+                result = await client.call_tool("chat", {"prompt": "hi", "model": "gpt-4o-mni"})
+                assert "Did you mean `gpt-4o-mini`" in text_of(result)
+                await anyio.sleep(0.1)
+    assert upstream.requests_to("/ai/v2") == []

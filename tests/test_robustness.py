@@ -21,7 +21,7 @@ from onlysq_mcp.image_jobs import ImageJob
 from onlysq_mcp.onlysq import OnlySqClient
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.yandex import YandexClient
-from tests.helpers import text_of
+from tests.helpers import start_http_server, stop_http_server, text_of, upstream_env
 
 pytestmark = pytest.mark.anyio
 
@@ -192,29 +192,66 @@ async def test_huge_non_streamed_chat_body_is_cut_off(make_settings, upstream):
 # --- the model catalogue ------------------------------------------------------------------------
 
 
-async def test_stalled_catalogue_costs_concurrent_calls_one_short_timeout(stdio_params, upstream):
+async def test_first_call_reaches_the_upstream_before_the_catalogue_answers(stdio_params, upstream):
+    """Model checks never wait on the network: with the catalogue stalled, the first call still goes out.
+
+    Not timed: the catalogue is held for longer than the test may run, so a call that waited for it would
+    not be back (and the fetch would no longer be in flight) when the checks below run.
+    """
+    upstream.add_fault("/ai/models", "delay", delay=60)
+    params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="60")
+    async with connect(params) as client:
+        with anyio.fail_after(20):
+            result = await client.call_tool("chat", {"prompt": "first"})
+            # The server fetches the catalogue by itself, after start, without any call asking for it.
+            while not upstream.requests_to("/ai/models"):
+                await anyio.sleep(0.01)
+        assert text_of(result) == "Echo: first"
+        assert [r.json["request"]["messages"][-1]["content"] for r in upstream.requests_to("/ai/v2")] == ["first"]
+        assert upstream.in_flight == 1  # the catalogue, still unanswered
+        assert upstream.disconnects == 0  # and not given up on either
+    assert len(upstream.requests_to("/ai/models")) == 1
+
+
+async def test_http_server_fetches_the_catalogue_as_it_starts(upstream, tmp_path):
+    """Over HTTP the background fetch starts with the app's lifespan, before any session."""
+    server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
+    try:
+        with anyio.fail_after(10):
+            while not upstream.requests_to("/ai/models"):
+                await anyio.sleep(0.02)
+    finally:
+        stop_http_server(server)
+    assert upstream.requests_to("/ai/v2") == []
+
+
+async def test_stalled_catalogue_costs_list_models_one_short_timeout(stdio_params, upstream):
+    upstream.add_fault("/ai/models", "delay", delay=30)
     params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="1")
     async with connect(params) as client:
-        upstream.add_fault("/ai/models", "delay", delay=30)
         started = time.monotonic()
-        finished: list[float] = []
-        results = []
-
-        async def call(i: int) -> None:
-            results.append(await client.call_tool("chat", {"prompt": f"n{i}"}))
-            finished.append(time.monotonic() - started)
-
-        async with anyio.create_task_group() as group:
-            for i in range(3):
-                group.start_soon(call, i)
+        listed = await list_models_at_once(client, 3)
+        waited = time.monotonic() - started
         started = time.monotonic()
-        listed = await client.call_tool("list_models", {})
+        again = await client.call_tool("list_models", {})
         after_failure = time.monotonic() - started
-    assert sorted(text_of(r) for r in results) == ["Echo: n0", "Echo: n1", "Echo: n2"]
-    assert max(finished) < 2.0, finished  # one shared 1 s fetch, not three in a row
+    assert waited < 2.0, waited  # one shared 1 s fetch, not three in a row
+    assert {r.structured_content["source"] for r in [*listed, again]} == {"bundled"}
     assert len(upstream.requests_to("/ai/models")) == 1
-    assert after_failure < 0.5 and listed.structured_content["source"] == "bundled"
-    assert "ONLYSQ_MCP_MODELS_TIMEOUT" in listed.structured_content["note"]
+    assert after_failure < 0.5
+    assert "ONLYSQ_MCP_MODELS_TIMEOUT" in again.structured_content["note"]
+
+
+async def list_models_at_once(client: Client, n: int) -> list[Any]:
+    results: list[Any] = []
+
+    async def call() -> None:
+        results.append(await client.call_tool("list_models", {}))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(n):
+            group.start_soon(call)
+    return results
 
 
 async def test_failing_catalogue_is_not_retried_on_every_call(stdio_params, upstream):

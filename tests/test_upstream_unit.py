@@ -113,9 +113,13 @@ def test_redactor_masks_every_text_of_a_result_but_not_image_data():
 def make_upstream(handler=None, **overrides) -> Upstream:
     transport = httpx2.MockTransport(handler or (lambda request: httpx2.Response(200, json={})))
     client = httpx2.AsyncClient(transport=transport)
+
+    async def shared() -> httpx2.AsyncClient:
+        return client
+
     options = {
         "name": "X",
-        "client": lambda: client,
+        "client": shared,
         "base_url": "http://upstream.test",
         "policy": RetryPolicy(0, 0, 10),
         "read_timeout": 7,
