@@ -39,7 +39,7 @@ from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import StreamProgress, provider_for, services_of
+from .tool_support import progress_of, provider_for, services_of
 from .upstream import OnRetry, Pacer
 
 # Seeds are unsigned 32-bit: the schema's bound, and where seed+i of a batch wraps around.
@@ -375,7 +375,7 @@ async def describe_image(
         model_id,
         [Turn("user", question)],
         image=InlineImage(mime, data),
-        on_delta=StreamProgress(ctx).on_delta,
+        on_delta=progress_of(ctx),
         on_retry=client_log(ctx),
     )
     output = DescribeImageOutput(

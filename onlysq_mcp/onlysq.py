@@ -56,10 +56,9 @@ class ImagenResponse(BaseModel):
 
 
 class OnlySqClient:
-    def __init__(self, upstream: Upstream, api_key: str, *, stream: bool = True, stream_timeout: float) -> None:
+    def __init__(self, upstream: Upstream, api_key: str, *, stream_timeout: float) -> None:
         self._upstream = upstream
         self._headers = {"Authorization": f"Bearer {api_key}"}
-        self._stream = stream
         self._reader = ChatReader(upstream, stream_timeout)
 
     async def chat(
@@ -67,17 +66,23 @@ class OnlySqClient:
         model: str,
         messages: list[Message],
         *,
+        stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: OnDelta | None = None,
         on_retry: OnRetry | None = None,
     ) -> ChatResult:
-        """One chat completion; with streaming on, `on_delta` sees each piece of text as it arrives."""
-        request = chat_request(messages, stream=self._stream, temperature=temperature, max_tokens=max_tokens)
-        response = await self._upstream.open(
-            "POST", "/ai/v2", headers=self._headers, json_body={"model": model, "request": request}, on_retry=on_retry
+        """One chat completion; when `stream`, `on_delta` sees each piece of text as it arrives."""
+        request = chat_request(messages, stream=stream, temperature=temperature, max_tokens=max_tokens)
+        return await self._reader.ask(
+            model,
+            "/ai/v2",
+            headers=self._headers,
+            body={"model": model, "request": request},
+            stream=stream,
+            on_delta=on_delta,
+            on_retry=on_retry,
         )
-        return await self._reader.read(model, response, on_delta)
 
     async def list_models(self) -> ModelsResponse:
         # No retries: the catalogue has fallbacks, and tool calls wait for it.

@@ -21,7 +21,7 @@ import httpx2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GenerationFailed, UpstreamBadResponse, UpstreamError, UpstreamTimeout
-from .upstream import HTTPX2_ERRORS, Body, Upstream, find_error_message
+from .upstream import HTTPX2_ERRORS, Body, OnRetry, Upstream, find_error_message
 
 OnDelta = Callable[[str], Awaitable[None]]
 
@@ -163,6 +163,37 @@ class ChatReader:
     def __init__(self, upstream: Upstream, stream_timeout: float) -> None:
         self._upstream = upstream
         self._stream_timeout = stream_timeout
+
+    async def ask(
+        self,
+        model: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        stream: bool,
+        on_delta: OnDelta | None,
+        on_retry: OnRetry | None,
+    ) -> ChatResult:
+        """Send the chat request `body` (`stream` as it says) to `path` and read its answer."""
+        if stream:
+            response = await self._upstream.open("POST", path, headers=headers, json_body=body, on_retry=on_retry)
+            return await self.read(model, response, on_delta)
+        # An unstreamed answer sends nothing until it is complete, so ONLYSQ_TIMEOUT, the wait for the next
+        # piece of data, would cut off a long answer that a stream would have delivered. The whole-answer bound
+        # of a stream (ONLYSQ_MCP_STREAM_TIMEOUT) is the wait instead, and it bounds the whole exchange: headers,
+        # retries and body. The scope starts before httpx2's read timer, so it is the one that fires.
+        with anyio.move_on_after(self._stream_timeout):
+            response = await self._upstream.open(
+                "POST", path, headers=headers, json_body=body, on_retry=on_retry, read_timeout=self._stream_timeout
+            )
+            return await self.read(model, response, None)
+        raise UpstreamTimeout(
+            self._upstream.name,
+            f"the answer took longer than {self._stream_timeout:g}s (ONLYSQ_MCP_STREAM_TIMEOUT) and was abandoned; "
+            "it was not streamed, so nothing of it had arrived. Ask for a shorter answer "
+            "(e.g. a lower max_tokens), or raise the limit.",
+        )
 
     async def read(self, model: str, response: httpx2.Response, on_delta: OnDelta | None) -> ChatResult:
         """The answer of an opened `response`, which this closes; `on_delta` sees each streamed piece."""

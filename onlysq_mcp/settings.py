@@ -39,6 +39,23 @@ class ImageDelivery(StrEnum):
     LINK = "link"
 
 
+class StreamMode(StrEnum):
+    """When a chat answer is streamed from the upstream (ONLYSQ_STREAM)."""
+
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+    def streams(self, progress: bool) -> bool:
+        """Whether to stream an answer; `progress`: the caller asked for progress notifications."""
+        return self is StreamMode.TRUE or (self is StreamMode.AUTO and progress)
+
+
+# The spellings pydantic reads as a boolean, which ONLYSQ_STREAM accepted before it had `auto`.
+TRUE_WORDS = frozenset({"1", "on", "t", "true", "y", "yes"})
+FALSE_WORDS = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -60,8 +77,11 @@ class Settings(BaseSettings):
     onlysq_chat_model: str = Field("gpt-4o-mini", min_length=1, description="Default model of `chat`.")
     onlysq_vision_model: str = Field("gemini-2.5-flash", min_length=1, description="Default model of `describe_image`.")
     onlysq_image_model: str = Field("flux", min_length=1, description="Default model of `generate_image`.")
-    onlysq_stream: bool = Field(
-        True, description="Stream chat replies from the upstream (server-sent events); off for proxies that break SSE."
+    onlysq_stream: StreamMode = Field(
+        StreamMode.AUTO,
+        description="Stream chat replies from the upstream (server-sent events): `auto` only when the caller asked "
+        "for progress (the pieces become progress notifications), `true` always, `false` never (for proxies that "
+        "break SSE).",
     )
 
     # --- Yandex AI Studio ---
@@ -82,7 +102,8 @@ class Settings(BaseSettings):
     )
     onlysq_timeout: Annotated[float, Field(gt=0)] = Field(
         120.0,
-        description="Seconds to wait for upstream data: the whole answer, or the next chunk of a stream.",
+        description="Seconds to wait for upstream data: a whole answer, or the next chunk of a stream "
+        "(an unstreamed chat answer has ONLYSQ_MCP_STREAM_TIMEOUT).",
     )
     onlysq_retries: Annotated[int, Field(ge=0, le=10)] = Field(
         3,
@@ -105,7 +126,9 @@ class Settings(BaseSettings):
         "never do); after a failure the last good or bundled list is used for 30 s.",
     )
     onlysq_mcp_stream_timeout: Annotated[float, Field(gt=0)] = Field(
-        300.0, description="Seconds a streamed chat answer may take in all (ONLYSQ_TIMEOUT bounds each chunk)."
+        300.0,
+        description="Seconds a chat answer may take in all, streamed or not (ONLYSQ_TIMEOUT bounds each wait for "
+        "a chunk of a stream).",
     )
     onlysq_mcp_max_response_bytes: Annotated[int, Field(ge=1024)] = Field(
         32_000_000,
@@ -204,6 +227,16 @@ class Settings(BaseSettings):
     )
 
     onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
+
+    @field_validator("onlysq_stream", mode="before")
+    @classmethod
+    def _stream_words(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return StreamMode.TRUE if value else StreamMode.FALSE
+        if isinstance(value, str):
+            word = value.strip().lower()
+            return StreamMode.TRUE if word in TRUE_WORDS else StreamMode.FALSE if word in FALSE_WORDS else word
+        return value
 
     @field_validator("onlysq_mcp_allowed_hosts", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from .catalogue import KindFilter, ModelEntry
 from .client_log import client_log
 from .providers.base import Turn
-from .tool_support import StreamProgress, provider_for, services_of
+from .tool_support import progress_of, provider_for, services_of
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
@@ -142,7 +142,7 @@ async def chat(
         turns,
         temperature=temperature,
         max_tokens=max_tokens,
-        on_delta=StreamProgress(ctx).on_delta,
+        on_delta=progress_of(ctx),
         on_retry=client_log(ctx),
     )
     output = ChatOutput(

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from .catalogue import KindFilter, ModelEntry, is_kind
-from .providers.base import Capability, Provider
+from .providers.base import Capability, OnDelta, Provider
 from .services import Services
 
 # Progress while a reply streams in: the first piece at once, then at most this often.
@@ -65,6 +65,15 @@ def check_model(services: Services, model_id: str, kind: KindFilter) -> ModelEnt
         else f"Call `list_models` with kind `{kind}` to see the choices."
     )
     raise ToolError(f"{problem} {hint}")
+
+
+def progress_of(ctx: Context) -> OnDelta | None:
+    """Where the pieces of a reply go while it streams in: progress notifications, when the caller sent a
+    progress token (`_meta.progressToken`, MCP spec "Progress"); None otherwise, and nothing needs a stream."""
+    meta = ctx.request_context.meta
+    if meta is None or meta.get("progress_token") is None:
+        return None
+    return StreamProgress(ctx).on_delta
 
 
 class StreamProgress:

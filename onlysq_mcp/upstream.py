@@ -219,10 +219,12 @@ class Upstream:
         on_retry: OnRetry | None = None,
         retry: bool = True,
         pacer: Pacer | None = None,
+        read_timeout: float | None = None,
     ) -> httpx2.Response:
         """Send with retries; return a 2xx response with its body unread, which the caller must `close()`.
 
         Each attempt is made inside `pacer.attempt()`, and a 429 is reported to it (`pacer.rate_limited()`).
+        `read_timeout` replaces ONLYSQ_TIMEOUT as the wait for data, for a caller that bounds the wait itself.
         """
         url = self.base_url.rstrip("/") + path
         retries = self.policy.retries if retry else 0
@@ -234,6 +236,8 @@ class Upstream:
             attempt += 1
             client = await self.client()
             request = client.build_request(method, url, headers=headers, json=json_body)
+            if read_timeout is not None:
+                request.extensions["timeout"] = {**request.extensions["timeout"], "read": read_timeout}
             queued = time.monotonic()
             async with pacer.attempt() if pacer is not None else contextlib.nullcontext():
                 paced += time.monotonic() - queued

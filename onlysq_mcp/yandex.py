@@ -67,18 +67,24 @@ class YandexClient:
         model: str,
         messages: list[Message],
         *,
+        stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: OnDelta | None = None,
         on_retry: OnRetry | None = None,
     ) -> ChatResult:
-        """One chat completion, always streamed; `on_delta` sees each piece of text as it arrives."""
+        """One chat completion; when `stream`, `on_delta` sees each piece of text as it arrives."""
         uri = chat_model_uri(model, self._folder_id)
-        body = {"model": uri, **chat_request(messages, stream=True, temperature=temperature, max_tokens=max_tokens)}
-        response = await self._upstream.open(
-            "POST", "/v1/chat/completions", headers=self._headers, json_body=body, on_retry=on_retry
+        body = {"model": uri, **chat_request(messages, stream=stream, temperature=temperature, max_tokens=max_tokens)}
+        return await self._reader.ask(
+            model,
+            "/v1/chat/completions",
+            headers=self._headers,
+            body=body,
+            stream=stream,
+            on_delta=on_delta,
+            on_retry=on_retry,
         )
-        return await self._reader.read(model, response, on_delta)
 
     async def generate_image(
         self, model: str, prompt: str, ratio: str, *, on_retry: OnRetry | None = None, pacer: Pacer | None = None

@@ -87,6 +87,19 @@ def stdio_params(upstream: FakeUpstream, output_dir: Path, tmp_path: Path) -> St
     )
 
 
+@pytest.fixture
+def streamed_stdio_params(stdio_params: StdioServerParameters) -> StdioServerParameters:
+    """`stdio_params` with ONLYSQ_STREAM=true, for tests of a streamed answer's own faults: by default only a
+    caller who asks for progress gets a stream."""
+    return stdio_params.model_copy(update={"env": {**(stdio_params.env or {}), "ONLYSQ_STREAM": "true"}})
+
+
+@pytest.fixture
+def streamed_server(make_settings):
+    """The in-process `server` with ONLYSQ_STREAM=true (see `streamed_stdio_params`)."""
+    return app_factory(make_settings(ONLYSQ_STREAM="true"))
+
+
 @pytest.fixture(scope="module")
 def http_server(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     """A real `onlysq-mcp --transport http` process (uvicorn) on a free port, shared by a module's tests."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mcp import Client
 
@@ -25,7 +27,8 @@ async def test_chat_returns_reply_and_structured_metadata(server, upstream, mode
     assert call.headers["authorization"] == f"Bearer {TEST_KEY}"
     assert call.headers["user-agent"].startswith("onlysq-mcp/")
     assert call.json["model"] == "gpt-4o-mini"
-    assert call.json["request"]["stream"] is True
+    # No progress token: nothing would show the pieces of a stream, so one JSON body is asked for.
+    assert call.json["request"]["stream"] is False
     assert call.json["request"]["messages"] == [{"role": "user", "content": "Hello there"}]
     # Unset sampling options are not sent, so the model keeps its own defaults.
     assert "temperature" not in call.json["request"]
@@ -78,16 +81,59 @@ async def test_chat_reports_progress_while_streaming(server, upstream):
     assert [p for p, _ in seen] == sorted(p for p, _ in seen)
     assert seen[-1][0] <= len(upstream.chat_reply)
     assert "characters" in (seen[0][1] or "")
+    assert upstream.requests_to("/ai/v2")[-1].json["request"]["stream"] is True
 
 
-async def test_chat_without_streaming_setting(make_settings, upstream):
+@pytest.mark.parametrize(
+    ("setting", "with_progress", "streamed"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        ("true", False, True),
+        ("false", True, False),
+        # The booleans ONLYSQ_STREAM took before it had `auto`.
+        ("1", False, True),
+        ("no", True, False),
+    ],
+)
+async def test_onlysq_stream_setting_decides_when_the_upstream_streams(
+    make_settings, upstream, setting, with_progress, streamed
+):
     from onlysq_mcp.server import app_factory
 
-    server = app_factory(make_settings(ONLYSQ_STREAM="false"))
+    upstream.chat_reply = "A reply in several pieces, one progress notification each. " * 2
+    upstream.stream_chunk_delay = 0.01
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    server = app_factory(make_settings(ONLYSQ_STREAM=setting))
+    async with Client(server, mode="legacy") as client:
+        result = await client.call_tool(
+            "chat", {"prompt": "go"}, progress_callback=on_progress if with_progress else None
+        )
+    assert text_of(result) == upstream.chat_reply
+    assert upstream.requests_to("/ai/v2")[-1].json["request"]["stream"] is streamed
+    assert bool(seen) is (streamed and with_progress)
+
+
+async def test_an_unstreamed_answer_waits_for_the_whole_answer_bound_not_the_chunk_timeout(make_settings, upstream):
+    from onlysq_mcp.server import app_factory
+
+    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.3", ONLYSQ_MCP_STREAM_TIMEOUT="1"))
+    upstream.add_fault("/ai/v2", "delay", delay=0.6)  # longer than ONLYSQ_TIMEOUT, within the bound
+    upstream.add_fault("/ai/v2", "delay", delay=3)  # beyond the bound
     async with Client(server) as client:
-        result = await client.call_tool("chat", {"prompt": "plain"})
-    assert text_of(result) == "Echo: plain"
-    assert upstream.requests_to("/ai/v2")[-1].json["request"]["stream"] is False
+        slow = await client.call_tool("chat", {"prompt": "slow"})
+        started = time.monotonic()
+        too_slow = await client.call_tool("chat", {"prompt": "too slow"})
+        waited = time.monotonic() - started
+    assert text_of(slow) == "Echo: slow"
+    assert too_slow.is_error
+    assert "took longer than 1s (ONLYSQ_MCP_STREAM_TIMEOUT)" in text_of(too_slow)
+    assert 0.9 < waited < 2.5
+    assert [r.json["request"]["stream"] for r in upstream.requests_to("/ai/v2")] == [False, False]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +173,11 @@ async def test_chat_bad_input_is_a_tool_error_before_any_upstream_call(server, u
         ("stream_error", {"message": "provider exploded"}, "provider exploded"),
     ],
 )
-async def test_chat_upstream_failures_are_clear_tool_errors(server, upstream, fault, options, expected):
+async def test_chat_upstream_failures_are_clear_tool_errors(make_settings, upstream, fault, options, expected):
+    from onlysq_mcp.server import app_factory
+
+    # Streamed, as a caller who asks for progress gets it (the unstreamed answer: the test below).
+    server = app_factory(make_settings(ONLYSQ_STREAM="true"))
     upstream.add_fault("/ai/v2", fault, **options)
     async with Client(server) as client:
         result = await client.call_tool("chat", {"prompt": "hello"})

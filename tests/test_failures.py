@@ -32,7 +32,7 @@ async def test_connection_refused_names_the_upstream_and_gives_up(make_settings,
 
 
 async def test_stalled_stream_is_abandoned_after_the_read_timeout(make_settings, upstream):
-    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.5"))
+    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.5", ONLYSQ_STREAM="true"))
     upstream.add_fault("/ai/v2", "stall", delay=5, after_chunks=1)
     started = time.monotonic()
     async with Client(server) as client:
@@ -42,13 +42,21 @@ async def test_stalled_stream_is_abandoned_after_the_read_timeout(make_settings,
     assert "timed out" in text_of(result) and "0.5s" in text_of(result) and "OnlySq" in text_of(result)
 
 
-async def test_slow_answer_times_out_without_retry(make_settings, upstream):
-    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.3"))
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        ("true", "timed out: no data for 0.3s (ONLYSQ_TIMEOUT)"),
+        # Unstreamed, nothing arrives until the answer is complete: the whole-answer bound applies.
+        ("false", "took longer than 0.6s (ONLYSQ_MCP_STREAM_TIMEOUT)"),
+    ],
+)
+async def test_slow_answer_times_out_without_retry(make_settings, upstream, stream, expected):
+    server = app_factory(make_settings(ONLYSQ_TIMEOUT="0.3", ONLYSQ_MCP_STREAM_TIMEOUT="0.6", ONLYSQ_STREAM=stream))
     async with Client(server) as client:
         await client.call_tool("list_models", {})  # warm the catalogue
         upstream.add_fault("/ai/v2", "delay", delay=3)
         result = await client.call_tool("chat", {"prompt": "slow"})
-    assert result.is_error and "timed out" in text_of(result)
+    assert result.is_error and expected in text_of(result)
     assert len(upstream.requests_to("/ai/v2")) == 1
 
 
@@ -84,7 +92,8 @@ async def test_cancelled_call_cancels_the_upstream_request(server, upstream):
     async with Client(server, mode="legacy") as client:
         await client.call_tool("list_models", {})
         with anyio.move_on_after(0.3):
-            await client.call_tool("chat", {"prompt": "cancel me"})
+            # A caller who watches progress gets a stream, which is what takes long here.
+            await client.call_tool("chat", {"prompt": "cancel me"}, progress_callback=ignore_progress)
         # The upstream stream would take ~5 s; once cancelled nothing is left in flight.
         await anyio.sleep(0.5)
         in_flight_after = upstream.in_flight
@@ -92,6 +101,10 @@ async def test_cancelled_call_cancels_the_upstream_request(server, upstream):
     assert in_flight_after == 0
     assert upstream.disconnects == 1
     assert not result.is_error
+
+
+async def ignore_progress(progress: float, total: float | None, message: str | None) -> None:
+    pass
 
 
 @pytest.mark.parametrize(("level", "expected"), [(None, 1), ("warning", 1), ("error", 0)])

@@ -12,6 +12,7 @@ from onlysq_mcp.providers.base import InlineImage, ProviderName, Turn
 from onlysq_mcp.providers.onlysq import OnlySqProvider
 from onlysq_mcp.providers.registry import PROVIDERS, Registry
 from onlysq_mcp.providers.yandex import YandexProvider
+from onlysq_mcp.settings import StreamMode
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +78,7 @@ class RecordingClient:
 
 async def test_onlysq_sends_neutral_turns_and_an_image_in_its_own_format():
     client = RecordingClient()
-    provider = OnlySqProvider(client)  # type: ignore[arg-type]
+    provider = OnlySqProvider(client, StreamMode.AUTO)  # type: ignore[arg-type]
     turns = [Turn("system", "be brief"), Turn("user", "what is this?")]
     reply = await provider.chat("gemini", turns, image=InlineImage("image/png", b"\x89PNG"))
     assert client.messages == [

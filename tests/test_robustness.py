@@ -144,6 +144,7 @@ async def test_huge_answers_are_cut_off_at_the_caps(stdio_params, upstream):
         ONLYSQ_MCP_MAX_RESPONSE_BYTES="200000",
         ONLYSQ_MCP_MAX_IMAGE_BYTES="8000",
         ONLYSQ_MCP_STREAM_TIMEOUT="1",
+        ONLYSQ_STREAM="true",  # the stream's caps; the unstreamed body's: the test below
     )
     async with connect(params) as client:
         await client.call_tool("list_models", {})

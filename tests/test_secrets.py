@@ -261,7 +261,8 @@ async def test_upstream_echoes_of_every_secret_never_reach_client_or_stderr(upst
     upstream.yandex_api_keys = {YANDEX_KEY}
     upstream.chat_reply = f"your keys are {ONLYSQ_KEY} and {HTTP_TOKEN}"
     upstream.models["gpt-4o-mini"]["description"] = f"served with {IAM_TOKEN}"
-    env = secret_env(tmp_path, upstream.base_url, upstream.base_url)
+    # Streamed, so the mid-answer errors below are the stream's (an unstreamed answer has no middle).
+    env = secret_env(tmp_path, upstream.base_url, upstream.base_url) | {"ONLYSQ_STREAM": "true"}
     async with raw_server(transport, env, tmp_path) as (session, stderr):
         # Results: the reply, the model list and the catalogue resource echo secrets.
         failed, text = await session.tool("chat", {"prompt": "hello"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
-from onlysq_mcp.settings import ImageDelivery, Settings, SettingsError, load_settings
+from onlysq_mcp.settings import ImageDelivery, Settings, SettingsError, StreamMode, load_settings
 from tests.helpers import clean_env, free_port, server_command, text_of, upstream_env
 
 
@@ -31,6 +31,7 @@ def test_defaults_work_without_configuration(clean):
     assert settings.onlysq_image_model == "flux"
     assert settings.onlysq_retries == 3
     assert settings.onlysq_mcp_image_delivery is ImageDelivery.PREVIEW
+    assert settings.onlysq_stream is StreamMode.AUTO
     assert not settings.yandex_configured
     assert settings.onlysq_mcp_output_dir.name == "images"
     assert "onlysq-mcp" in str(settings.onlysq_mcp_output_dir)
@@ -58,6 +59,7 @@ def test_yandex_configured_with_either_credential(clean, monkeypatch):
         ({"ONLYSQ_RETRIES": "99"}, "ONLYSQ_RETRIES"),
         ({"ONLYSQ_BASE_URL": "not a url"}, "ONLYSQ_BASE_URL"),
         ({"ONLYSQ_MCP_IMAGE_DELIVERY": "email"}, "ONLYSQ_MCP_IMAGE_DELIVERY"),
+        ({"ONLYSQ_STREAM": "sometimes"}, "ONLYSQ_STREAM"),
         ({"ONLYSQ_MCP_LOG_LEVEL": "LOUD"}, "ONLYSQ_MCP_LOG_LEVEL"),
         ({"YANDEX_API_KEY": "k"}, "YANDEX_FOLDER_ID"),
     ],

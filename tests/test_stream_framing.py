@@ -47,10 +47,12 @@ async def test_a_pretty_printed_error_body_gives_the_providers_message(stdio_par
 
 
 @pytest.mark.parametrize(("path", "model"), PROVIDERS)
-async def test_a_clean_end_without_a_marker_returns_what_arrived_with_a_note(stdio_params, upstream, path, model):
+async def test_a_clean_end_without_a_marker_returns_what_arrived_with_a_note(
+    streamed_stdio_params, upstream, path, model
+):
     upstream.add_fault(path, "cut_stream", after_chunks=1000)  # all the text, then no finish chunk, no [DONE]
     upstream.add_fault(path, "cut_stream", after_chunks=2)
-    async with Client(stdio_params) as client:
+    async with Client(streamed_stdio_params) as client:
         whole = await client.call_tool("chat", {"prompt": "all of it", "model": model})
         part = await client.call_tool("chat", {"prompt": "part of it", "model": model})
     for result, reply in ((whole, "Echo: all of it"), (part, "Echo: pa")):  # the fake sends 4 characters a chunk
@@ -61,18 +63,18 @@ async def test_a_clean_end_without_a_marker_returns_what_arrived_with_a_note(std
         assert result.structured_content["finish_reason"] == "unknown"
 
 
-async def test_a_clean_end_before_any_text_is_an_error(server, upstream):
+async def test_a_clean_end_before_any_text_is_an_error(streamed_server, upstream):
     upstream.add_fault(CHAT_PATH, "cut_stream", after_chunks=0)
-    async with Client(server) as client:
+    async with Client(streamed_server) as client:
         result = await client.call_tool("chat", {"prompt": "nothing"})
     assert result.is_error
     assert "ended before any text arrived" in text_of(result)
 
 
 @pytest.mark.parametrize(("path", "model"), PROVIDERS)
-async def test_a_network_cut_keeps_the_partial_answer_in_the_error(stdio_params, upstream, path, model):
+async def test_a_network_cut_keeps_the_partial_answer_in_the_error(streamed_stdio_params, upstream, path, model):
     upstream.add_fault(path, "abort_stream", after_chunks=3)
-    async with Client(stdio_params) as client:
+    async with Client(streamed_stdio_params) as client:
         result = await client.call_tool("chat", {"prompt": "hello there", "model": model})
         after = await client.call_tool("chat", {"prompt": "again", "model": model})
     assert result.is_error
@@ -84,11 +86,11 @@ async def test_a_network_cut_keeps_the_partial_answer_in_the_error(stdio_params,
     assert text_of(after) == "Echo: again"
 
 
-async def test_a_long_partial_answer_is_kept_in_part(server, upstream):
+async def test_a_long_partial_answer_is_kept_in_part(streamed_server, upstream):
     upstream.chat_reply = "".join(f"{i:05d} " for i in range(2000))  # 12,000 characters
     upstream.stream_piece_chars = 100
     upstream.add_fault(CHAT_PATH, "abort_stream", after_chunks=50)
-    async with Client(server) as client:
+    async with Client(streamed_server) as client:
         result = await client.call_tool("chat", {"prompt": "long"})
     text = text_of(result)
     assert result.is_error

@@ -41,7 +41,14 @@ async def test_stdio_lists_tools_and_chats(stdio_params, upstream, mode):
     assert upstream.requests_to("/ai/v2")[0].headers["authorization"] == f"Bearer {TEST_KEY}"
 
 
-async def test_stdio_progress_notifications(stdio_params, upstream):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_stdio_streams_only_for_a_progress_token(stdio_params, upstream, mode):
+    """With a progress token the answer is streamed and its pieces become progress; without one a single
+    JSON body is asked for, and may take longer than ONLYSQ_TIMEOUT (up to ONLYSQ_MCP_STREAM_TIMEOUT)."""
+    assert stdio_params.env is not None
+    params = stdio_params.model_copy(
+        update={"env": stdio_params.env | {"ONLYSQ_TIMEOUT": "0.3", "ONLYSQ_MCP_STREAM_TIMEOUT": "5"}}
+    )
     upstream.chat_reply = "word " * 40
     upstream.stream_chunk_delay = 0.03
     seen: list[float] = []
@@ -49,10 +56,14 @@ async def test_stdio_progress_notifications(stdio_params, upstream):
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
-    async with Client(stdio_params, mode="legacy") as client:
-        result = await client.call_tool("chat", {"prompt": "long"}, progress_callback=on_progress)
-    assert text_of(result) == upstream.chat_reply
+    async with Client(params, mode=mode) as client:
+        upstream.add_fault("/ai/v2", "delay", delay=0.8)
+        quiet = await client.call_tool("chat", {"prompt": "long"})
+        assert seen == []
+        watched = await client.call_tool("chat", {"prompt": "long"}, progress_callback=on_progress)
+    assert text_of(quiet) == text_of(watched) == upstream.chat_reply
     assert len(seen) >= 2
+    assert [r.json["request"]["stream"] for r in upstream.requests_to("/ai/v2")] == [False, True]
 
 
 def test_python_dash_m_runs_the_same_server(upstream, tmp_path):

@@ -64,6 +64,8 @@ async def test_yandex_model_ids_become_model_uris(make_settings, upstream, model
     [call] = upstream.requests_to(YANDEX_CHAT_PATH)
     assert call.headers["authorization"] == f"Bearer {YANDEX_IAM}"
     assert (call.json["model"], call.json["temperature"], call.json["max_tokens"]) == (uri, 0.3, 50)
+    # No progress token, so one JSON body rather than a stream (the stream: the stdio test above).
+    assert call.json["stream"] is False
 
 
 @pytest.mark.parametrize("configured", [True, False])
@@ -111,7 +113,9 @@ async def test_a_folder_the_key_does_not_belong_to_is_refused_like_any_credentia
         ("missing_field", {}, "answered without the `choices` field"),
     ],
 )
-async def test_yandex_chat_failures_are_the_same_tool_errors(server, upstream, fault, options, expected):
+async def test_yandex_chat_failures_are_the_same_tool_errors(make_settings, upstream, fault, options, expected):
+    # Streamed, as a caller who asks for progress gets it; `test_chat.py` covers the unstreamed answer.
+    server = app_factory(make_settings(ONLYSQ_STREAM="true"))
     upstream.add_fault(YANDEX_CHAT_PATH, fault, **options)
     async with Client(server) as client:
         result = await client.call_tool("chat", {"prompt": "hello there", "model": "aliceai-llm"})

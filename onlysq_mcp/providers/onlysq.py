@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..onlysq import UPSTREAM, ModelInfo, ModelsResponse, OnlySqClient
-from ..settings import Settings
+from ..settings import Settings, StreamMode
 from ..upstream import OnRetry, Pacer
 from .base import (
     ASPECT_RATIOS,
@@ -53,8 +53,9 @@ class OnlySqProvider(OpenAIChatProvider):
 
     client: OnlySqClient
 
-    def __init__(self, client: OnlySqClient) -> None:
+    def __init__(self, client: OnlySqClient, stream_mode: StreamMode) -> None:
         self.client = client
+        self.stream_mode = stream_mode
 
     @classmethod
     def from_settings(cls, settings: Settings, connect: Connect) -> OnlySqProvider:
@@ -64,10 +65,9 @@ class OnlySqProvider(OpenAIChatProvider):
         client = OnlySqClient(
             upstream,
             settings.onlysq_api_key.get_secret_value(),
-            stream=settings.onlysq_stream,
             stream_timeout=settings.onlysq_mcp_stream_timeout,
         )
-        return cls(client)
+        return cls(client, settings.onlysq_stream)
 
     async def models(self) -> ModelListing:
         listing = entries_from(await self.client.list_models())

@@ -7,6 +7,7 @@ import base64
 from typing import Protocol
 
 from ..openai_chat import ChatResult, ImagePart, ImageURL, Message, TextPart, Usage
+from ..settings import StreamMode
 from ..upstream import OnRetry
 from .base import ChatReply, InlineImage, OnDelta, Provider, Turn
 
@@ -17,6 +18,7 @@ class OpenAIChatClient(Protocol):
         model: str,
         messages: list[Message],
         *,
+        stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
         on_delta: OnDelta | None = None,
@@ -25,9 +27,13 @@ class OpenAIChatClient(Protocol):
 
 
 class OpenAIChatProvider(Provider):
-    """A provider whose client takes OpenAI chat messages: its `chat` maps turns and reply, nothing more."""
+    """A provider whose client takes OpenAI chat messages: its `chat` maps turns and reply, and chooses
+    whether the answer is streamed."""
 
     client: OpenAIChatClient
+    # ONLYSQ_STREAM. A stream costs more to read than one JSON body (an event per piece, each parsed), and
+    # is worth it only when its pieces go somewhere: to a caller who asked for progress (`on_delta`).
+    stream_mode: StreamMode
 
     async def chat(
         self,
@@ -40,9 +46,11 @@ class OpenAIChatProvider(Provider):
         on_delta: OnDelta | None = None,
         on_retry: OnRetry | None = None,
     ) -> ChatReply:
+        stream = self.stream_mode.streams(progress=on_delta is not None)
         result = await self.client.chat(
             model,
             messages_for(turns, image),
+            stream=stream,
             temperature=temperature,
             max_tokens=max_tokens,
             on_delta=on_delta,

@@ -9,7 +9,7 @@ names them (`yandex-cloud/docs`, `ru/ai-studio/concepts/generation/models.md`: `
 
 from __future__ import annotations
 
-from ..settings import Settings
+from ..settings import Settings, StreamMode
 from ..upstream import OnRetry, Pacer
 from ..yandex import UPSTREAM, YandexClient
 from .base import (
@@ -48,8 +48,9 @@ class YandexProvider(OpenAIChatProvider):
 
     client: YandexClient
 
-    def __init__(self, client: YandexClient) -> None:
+    def __init__(self, client: YandexClient, stream_mode: StreamMode) -> None:
         self.client = client
+        self.stream_mode = stream_mode
 
     @classmethod
     def from_settings(cls, settings: Settings, connect: Connect) -> YandexProvider | None:
@@ -67,7 +68,7 @@ class YandexProvider(OpenAIChatProvider):
             iam_token=settings.yandex_iam_token.get_secret_value() if settings.yandex_iam_token else None,
             stream_timeout=settings.onlysq_mcp_stream_timeout,
         )
-        return cls(client)
+        return cls(client, settings.onlysq_stream)
 
     @classmethod
     def claims(cls, model_id: str, capability: Capability) -> bool:
