@@ -162,7 +162,8 @@ def same_shape(result) -> dict:
 
 
 async def test_a_pending_generation_is_collected_with_generate_image_job(stdio_params, upstream, output_dir):
-    stdio_params.env["ONLYSQ_MCP_IMAGE_WAIT"] = "1"
+    # 2s: after release() the held images must arrive, be saved and be read back within one wait.
+    stdio_params.env["ONLYSQ_MCP_IMAGE_WAIT"] = "2"
     request = {"prompt": "a held fox", "count": 2}
     async with Client(stdio_params) as client:
         direct = await client.call_tool("generate_image", request)
