@@ -2,7 +2,9 @@
 
 A generation runs in the server's own task group, not in the request. When it takes longer than
 `ONLYSQ_MCP_IMAGE_WAIT`, `generate_image` returns a job handle instead of letting the host's request time
-out; the images still land in the output folder, and the job's resource lists them once they are ready.
+out; the images still land in the output folder, and the job's resource lists them once they are ready. A
+later `generate_image` call with the handle waits again and answers as the first call would have: the job
+keeps the request it was made for.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -25,8 +27,10 @@ logger = logging.getLogger(__name__)
 
 JOB_PREFIX = "onlysq://jobs/"
 UNEXPECTED = "an unexpected error on this server (the traceback is in its log); try again"
+# What a job was started for (the tool's checked request), kept for the call that collects its images.
+Request = TypeVar("Request")
 # Makes the image of the given index (0 to total - 1) for the job.
-Producer = Callable[["ImageJob", int], Coroutine[Any, Any, None]]
+Producer = Callable[["ImageJob[Request]", int], Coroutine[Any, Any, None]]
 KEEP_JOBS = 200
 
 
@@ -82,13 +86,14 @@ class BatchPacer:
         self.serial = True
 
 
-class ImageJob:
+class ImageJob(Generic[Request]):
     """One `generate_image` call's images, filled in as each upstream request finishes."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, request: Request) -> None:
         # 128 random bits: the handle is all it takes to read the job's image URIs.
         self.id = secrets.token_hex(16)
         self.total = total
+        self.request = request
         self.saved: list[tuple[SavedImage, bytes]] = []
         self.failures: list[str] = []
         self.finished = anyio.Event()
@@ -143,7 +148,7 @@ class ImageJob:
             seconds=self.seconds,
         )
 
-    async def run(self, produce: Producer) -> None:
+    async def run(self, produce: Producer[Request]) -> None:
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -154,7 +159,7 @@ class ImageJob:
             self._ended = time.monotonic()
             self.finished.set()
 
-    async def _produce_one(self, produce: Producer, index: int) -> None:
+    async def _produce_one(self, produce: Producer[Request], index: int) -> None:
         # The job runs in the server's own task group: an exception escaping it would end the server.
         try:
             await produce(self, index)
@@ -168,15 +173,15 @@ class JobBoard:
 
     def __init__(self, group: anyio.abc.TaskGroup) -> None:
         self._group = group
-        self._jobs: OrderedDict[str, ImageJob] = OrderedDict()
+        self._jobs: OrderedDict[str, ImageJob[Any]] = OrderedDict()
 
-    def start(self, total: int, produce: Producer) -> ImageJob:
-        job = ImageJob(total)
+    def start(self, total: int, request: Request, produce: Producer[Request]) -> ImageJob[Request]:
+        job = ImageJob(total, request)
         self._jobs[job.id] = job
         while len(self._jobs) > KEEP_JOBS:
             self._jobs.popitem(last=False)
         self._group.start_soon(job.run, produce)
         return job
 
-    def get(self, job_id: str) -> ImageJob | None:
+    def get(self, job_id: str) -> ImageJob[Any] | None:
         return self._jobs.get(job_id)

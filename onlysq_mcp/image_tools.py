@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
-from .image_jobs import ImageJob, JobStatus
+from .image_jobs import JOB_PREFIX, KEEP_JOBS, ImageJob, JobStatus
 from .image_sources import ImageInputError, LoadedImage, load_image
 from .images import (
     ImageDecodeError,
@@ -46,6 +47,8 @@ from .upstream import OnRetry, Pacer
 SEED_SPACE = 2**32
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 MAX_IMAGE_PROMPT = 32_000
+# A job handle is onlysq://jobs/ and 32 hex digits: room for spaces around it, nothing like a prompt.
+MAX_JOB_HANDLE = 100
 # Each provider's prompt limit, stated where the model reads the parameter.
 PROMPT_LIMITS = "; ".join(
     f"{p.image_limits.max_prompt_chars:,} characters for {p.title} models" for p in PROVIDERS if p.image_limits
@@ -89,7 +92,9 @@ class GenerateImageOutput(BaseModel):
     images: list[ImageFile]
     failures: list[str] = Field(description="Images that could not be generated, with the reason.")
     job: JobStatus | None = Field(
-        None, description="Set when the generation outlasted its wait: read `job.uri` later for the images."
+        None,
+        description="Set when the generation outlasted its wait: call generate_image with `job` set to `job.uri` "
+        "for the images (or read that resource).",
     )
 
 
@@ -106,16 +111,16 @@ class DescribeImageOutput(BaseModel):
 
 
 async def generate_image(
+    ctx: Context,
     prompt: Annotated[
-        str,
+        str | None,
         Field(
             min_length=1,
             max_length=MAX_IMAGE_PROMPT,
             description="What the picture should show: subject, style, composition, lighting. English works best. "
-            f"At most {PROMPT_LIMITS}.",
+            f"At most {PROMPT_LIMITS}. Required, except when `job` is given.",
         ),
-    ],
-    ctx: Context,
+    ] = None,
     model: Annotated[
         str | None,
         Field(
@@ -146,25 +151,66 @@ async def generate_image(
             "images differ.",
         ),
     ] = None,
+    job: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_JOB_HANDLE,
+            description="Collect a generation that was still running: the `job.uri` (onlysq://jobs/...) or job id "
+            "an earlier call returned. Waits for it again and returns its images as that call would have; "
+            "the other arguments are then ignored.",
+        ),
+    ] = None,
 ) -> Annotated[CallToolResult, GenerateImageOutput]:
     """Generate pictures from a text description and return them as images.
 
     Every image is saved in full on the server's disk and offered as a resource (the result has
     its URI and path); the result itself carries the images inline, or downscaled previews when the
-    originals are too big for one tool result. Takes seconds to a minute.
+    originals are too big for one tool result. Takes seconds to a minute; a generation that takes
+    longer returns a job handle instead: call this tool again with `job` set to it for the images.
     """
     services = services_of(ctx)
-    order = await image_order(services, prompt, model, aspect_ratio, seed, count)
-    run = ImageRun(services, ctx, order)
-    job = services.jobs.start(count, run.produce)
-    await wait_for_images(ctx, job, services.settings.onlysq_mcp_image_wait)
-    saved = job.saved
-    job.detach()
+    wait = services.settings.onlysq_mcp_image_wait
+    # The wait bounds the whole call, as the host's time limit does: the checks before the upstream
+    # request count against it too.
+    deadline = anyio.current_time() + wait
+    if job is not None:
+        return await collect(ctx, services, find_job(services, job), deadline)
+    if prompt is None:
+        raise ToolError(
+            "Pass `prompt` (what the picture should show), or `job` (the handle of a generation still running)."
+        )
+    progress = GenerationProgress(ctx, count)
+    async with heartbeats(progress):
+        order: ImageOrder | None = None
+        with anyio.move_on_at(deadline):
+            order = await image_order(services, prompt, model, aspect_ratio, seed, count)
+        if order is None:
+            raise ToolError(
+                f"Checking the request (the model against the model catalogue) took all of the {wait:g}s this "
+                "call may take (ONLYSQ_MCP_IMAGE_WAIT), so nothing was generated. The catalogue keeps loading: "
+                "call generate_image again in a moment."
+            )
+        run = ImageRun(services, ctx, order)
+        started = services.jobs.start(count, order, run.produce)
+        progress.job = started
+        try:
+            with anyio.move_on_at(deadline):
+                await started.finished.wait()
+        except anyio.get_cancelled_exc_class():
+            # The caller gave up before a handle was returned: nobody could collect these images.
+            started.cancel()
+            raise
+    await progress.report_finished()
+    saved = started.saved
+    started.detach()
     if saved and run.shelf is not None:
         await announce_list_changed(ctx, in_request=True)
-    if not job.finished.is_set():
-        return pending_result(job, order, services.settings.onlysq_mcp_image_wait)
-    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial)
+    if not started.finished.is_set():
+        return pending_result(started, order, wait)
+    return await images_result(
+        services, order, started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
+    )
 
 
 @dataclass(frozen=True)
@@ -270,20 +316,68 @@ class ImageRun:
                 await announce_list_changed(self._ctx, in_request=False)
 
 
-async def wait_for_images(ctx: Context, job: ImageJob, wait: float) -> None:
-    """Up to `wait` seconds for the job, reporting progress; the job runs on if it takes longer."""
-    try:
-        progress = GenerationProgress(ctx, job)
-        async with anyio.create_task_group() as group:
-            group.start_soon(progress.follow)
-            with anyio.move_on_after(wait):
-                await job.finished.wait()
-            group.cancel_scope.cancel()
-        await progress.report_finished()
-    except anyio.get_cancelled_exc_class():
-        # The caller gave up before a handle was returned: nobody could collect these images.
-        job.cancel()
-        raise
+@asynccontextmanager
+async def heartbeats(progress: GenerationProgress) -> AsyncIterator[None]:
+    """Progress notifications for as long as the block runs.
+
+    A tool error of the block leaves as it is: raised inside a task group it would come out wrapped in an
+    exception group, which the SDK reports as an unexpected failure.
+    """
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(progress.follow)
+        try:
+            yield
+        except Exception as exc:
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+def find_job(services: Services, handle: str) -> ImageJob[ImageOrder]:
+    """The job of a handle as `generate_image` returned it: its URI, or the id alone."""
+    job_id = handle.strip().removeprefix(JOB_PREFIX)
+    job = services.jobs.get(job_id)
+    if job is None:
+        raise ToolError(
+            f"`job`: no image generation `{job_id}` in this server run (a handle lasts until the server restarts, "
+            f"for its newest {KEEP_JOBS} generations). Pass the `job.uri` a pending generate_image result gave, "
+            "or call generate_image with `prompt` to generate anew; images already made are in the output folder."
+        )
+    return job
+
+
+async def collect(ctx: Context, services: Services, job: ImageJob[ImageOrder], deadline: float) -> CallToolResult:
+    """A later call for a job: waits again, then answers as the call that started it would have.
+
+    Cancelling this call leaves the job running: its handle is out, and another call may collect it.
+    """
+    progress = GenerationProgress(ctx, job.total)
+    progress.job = job
+    async with heartbeats(progress):
+        with anyio.move_on_at(deadline):
+            await job.finished.wait()
+    await progress.report_finished()
+    if not job.finished.is_set():
+        return pending_result(job, job.request, job.seconds)
+    saved, failures = await reread(services, job)
+    return await images_result(services, job.request, job.seconds, failures, saved, [], paced=job.pacer.serial)
+
+
+async def reread(services: Services, job: ImageJob[ImageOrder]) -> tuple[list[tuple[SavedImage, bytes]], list[str]]:
+    """A finished job's images with their bytes, read back from the output folder: once its first call has
+    returned, a job keeps no image data in memory. Every call for the job reads the same files."""
+    saved: list[tuple[SavedImage, bytes]] = []
+    failures = list(job.failures)
+    for image, _ in job.saved:
+        try:
+            data, _mime = await anyio.to_thread.run_sync(services.store.open, image.name)
+        except OSError:
+            failures.append(f"{image.uri} was saved at {image.path} but can no longer be read there")
+            continue
+        saved.append((image, data))
+    return saved, failures
 
 
 async def images_result(
@@ -430,41 +524,54 @@ async def vision_copy(services: Services, loaded: LoadedImage, size: tuple[int, 
 
 
 class GenerationProgress:
-    """Reports a job's images as they finish, with a heartbeat in between; the value only ever grows."""
+    """Reports a job's images as they finish, with a heartbeat in between; the value only ever grows.
 
-    def __init__(self, ctx: Context, job: ImageJob) -> None:
+    The first notification goes out at once, before the model check and the upstream request: a host that
+    times out requests without progress must see the call alive whatever is slow.
+    """
+
+    def __init__(self, ctx: Context, total: int) -> None:
         self._ctx = ctx
-        self._job = job
+        self._total = total
+        self._started = time.monotonic()
         self._reported = 0
+        # Set once the upstream requests start (at once for a call collecting a job).
+        self.job: ImageJob[ImageOrder] | None = None
 
     async def follow(self) -> None:
-        last = time.monotonic()
         beats = 0
         slow_noted = False
+        if not await self.report_finished():
+            await self.beat(beats)
+        last = time.monotonic()
         while True:
             await anyio.sleep(POLL_SECONDS)
             now = time.monotonic()
-            if not slow_noted and self._job.seconds >= SLOW_SECONDS:
+            job = self.job
+            if job is not None and not slow_noted and job.seconds >= SLOW_SECONDS:
                 slow_noted = True
-                note = f"generate_image: the upstream is slow, {self._job.done_count} of {self._job.total} images after {SLOW_SECONDS:g}s"
+                note = f"generate_image: the upstream is slow, {job.done_count} of {job.total} images after {SLOW_SECONDS:g}s"
                 await client_log(self._ctx, "notice")(note)
             if await self.report_finished():
                 last, beats = now, 0
             elif now - last >= HEARTBEAT_SECONDS:
-                # So hosts with a request timeout see the call is alive. Creeps towards the next whole
-                # image without reaching it, so a finished image still counts up.
                 last, beats = now, beats + 1
-                waited = self._job.seconds
-                value = self._reported + 1 - 1 / (beats + 1)
-                await self._ctx.report_progress(value, self._job.total, f"generating… {waited:.0f}s")
+                await self.beat(beats)
+
+    async def beat(self, beats: int) -> None:
+        # So hosts with a request timeout see the call is alive. Creeps towards the next whole image without
+        # reaching it, so a finished image still counts up.
+        waited = self.job.seconds if self.job is not None else time.monotonic() - self._started
+        value = self._reported + 1 - 1 / (beats + 1)
+        await self._ctx.report_progress(value, self._total, f"generating… {waited:.0f}s")
 
     async def report_finished(self) -> bool:
-        done = self._job.done_count
-        if done <= self._reported:
+        job = self.job
+        if job is None or job.done_count <= self._reported:
             return False
-        self._reported = done
-        ready = len(self._job.saved)
-        await self._ctx.report_progress(done, self._job.total, f"{ready} of {self._job.total} images ready")
+        self._reported = job.done_count
+        ready = len(job.saved)
+        await self._ctx.report_progress(self._reported, self._total, f"{ready} of {self._total} images ready")
         return True
 
 
@@ -479,7 +586,7 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolResult:
+def pending_result(job: ImageJob[ImageOrder], order: ImageOrder, waited: float) -> CallToolResult:
     status = job.status()
     output = GenerateImageOutput(
         provider=order.provider.name,
@@ -493,8 +600,9 @@ def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolR
     )
     text = (
         f"The images are still being generated after {waited:g}s, so this call returns now rather than run into "
-        f"the host's time limit. Nothing is lost: each image is saved when ready, and the resource {job.uri} "
-        "lists them (status `running` until then; read it again in a minute). "
+        f"the host's time limit. Nothing is lost: each image is saved when ready. To get them, call generate_image "
+        f'again with `job` set to "{job.uri}": it waits again and returns the images, or this handle if they are '
+        f"still not ready. The resource {job.uri} lists them too (status `running` until then). "
         f"{len(status.images)} of {status.total} ready so far."
     )
     link = ResourceLink(

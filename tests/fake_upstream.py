@@ -100,6 +100,7 @@ FAULT_KINDS: Final = frozenset(
         "pretty_json",
         "stall",
         "delay",
+        "hold",
         "drop",
         "bad_gzip",
         "huge",
@@ -412,6 +413,8 @@ class FakeUpstream:
         self._server: uvicorn.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        # Opened by `release()`; requests held by a "hold" fault wait for it.
+        self._release = threading.Event()
         self._set_defaults()
 
     def _set_defaults(self) -> None:
@@ -510,8 +513,9 @@ class FakeUpstream:
         self.stop()
 
     def reset(self) -> None:
-        """Restore every knob, and clear recorded requests, queued faults and in-flight statistics."""
+        """Restore every knob, clear recorded requests, queued faults and in-flight statistics, release held ones."""
         self._set_defaults()
+        self.release()
         with self._lock:
             self._requests.clear()
             self._faults.clear()
@@ -579,6 +583,8 @@ class FakeUpstream:
         - "html": `status` (default 200) with an nginx-style HTML page, content-type text/html.
         - "malformed": 200, content-type application/json, body `{"choices": [`.
         - "delay": sleep `delay` seconds, then answer normally.
+        - "hold": wait until `release()` is called (at most `delay` seconds, default 30), then answer normally:
+          for tests that need a request to outlast steps of their own, whatever the machine's speed.
         - "drop": abort the TCP connection without a byte of response.
         - "bad_gzip": 200 with `content-encoding: gzip` and a body that is not gzip (an event stream for a
           streamed chat request, JSON otherwise).
@@ -712,6 +718,19 @@ class FakeUpstream:
         finally:
             waiter.cancel()
 
+    async def _hold(self, limit: float) -> None:
+        gate = self._release
+        deadline = time.monotonic() + limit
+        while not gate.is_set() and time.monotonic() < deadline:
+            if self._stopping is not None and self._stopping.is_set():
+                return
+            await asyncio.sleep(0.02)
+
+    def release(self) -> None:
+        """Let the requests held by "hold" faults answer; later ones are held again until the next call."""
+        gate, self._release = self._release, threading.Event()
+        gate.set()
+
     async def _dispatch(self, ex: _Exchange) -> None:
         fault = ex.fault
         if fault is not None:
@@ -720,6 +739,8 @@ class FakeUpstream:
                 return
             if fault.kind == "delay":
                 await self._sleep(fault.delay)
+            elif fault.kind == "hold":
+                await self._hold(fault.delay or 30.0)
             elif fault.kind == "status":
                 status = fault.status or 500
                 extra = [("retry-after", fault.retry_after)] if fault.retry_after is not None else []

@@ -443,6 +443,23 @@ def test_stall_delay_latency(fake: FakeUpstream, client: httpx2.Client) -> None:
     assert time.monotonic() - started >= 0.18
 
 
+def test_hold_answers_on_release_or_after_its_limit(fake: FakeUpstream, client: httpx2.Client) -> None:
+    fake.add_fault("/ai/v2", "hold")
+    answers: list[int] = []
+    waiter = threading.Thread(target=lambda: answers.append(chat(client).status_code))
+    waiter.start()
+    time.sleep(0.4)
+    assert answers == [], "a held request answered before release()"
+    fake.release()
+    waiter.join(timeout=5)
+    assert answers == [200]
+
+    fake.add_fault("/ai/v2", "hold", delay=0.3)
+    started = time.monotonic()
+    assert chat(client).status_code == 200
+    assert 0.28 <= time.monotonic() - started < 3
+
+
 def test_drop(fake: FakeUpstream, client: httpx2.Client) -> None:
     fake.add_fault("/ai/v2", "drop")
     with pytest.raises(httpx2.RemoteProtocolError):
@@ -502,7 +519,7 @@ def test_default_models_look_live() -> None:
 def test_every_fault_kind_is_covered() -> None:
     covered = {"status", "malformed", "html", "missing_field", "finish_error", "bad_base64", "not_image"}
     covered |= {"bomb", "error_body", "empty_models"}
-    covered |= {"cut_stream", "stream_error", "stall", "delay", "drop", "bad_gzip", "huge"}
+    covered |= {"cut_stream", "stream_error", "stall", "delay", "hold", "drop", "bad_gzip", "huge"}
     covered |= {"recorded", "base64_variant", "empty_files"}
     covered |= {"abort_stream", "bare_lines", "newline_events", "plain_sse", "crlf_events", "pretty_json"}
     assert covered == FAULT_KINDS

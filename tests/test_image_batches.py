@@ -58,6 +58,8 @@ async def test_a_batch_goes_one_at_a_time_after_a_429_and_delivers_every_image(s
 async def test_a_batch_returned_as_a_job_handle_paces_the_same_way(stdio_params, upstream):
     queue_of_one(upstream)
     async with Client(with_env(stdio_params, ONLYSQ_MCP_IMAGE_WAIT="0.3")) as client:
+        # The wait bounds the whole call: the catalogue is fetched first so that the 0.3s go to the batch.
+        await client.call_tool("list_models", {})
         result = await client.call_tool("generate_image", {"prompt": "a slow queue", "count": BATCH})
         assert not result.is_error, text_of(result)
         job = result.structured_content["job"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -139,3 +142,92 @@ async def test_slow_generation_is_noted_in_the_client_log(make_settings, upstrea
     assert not result.is_error
     slow = [n for n in notes if "upstream is slow" in str(n.data)]
     assert len(slow) == 1 and slow[0].level == "notice"
+
+
+# --- Collecting a pending generation with `generate_image(job=...)` (hosts that cannot read resources) ----
+
+
+def same_shape(result) -> dict:
+    """What a result looks like without the parts that differ from call to call (file names, timings)."""
+    data = result.structured_content
+    text = re.sub(r"\S+\.png\b|onlysq://images/\S+|\d+(\.\d+)?s\b", "…", text_of(result))
+    images = [{k: v for k, v in image.items() if k not in ("uri", "path")} for image in data["images"]]
+    return {
+        "blocks": [block.type for block in result.content],
+        "keys": sorted(data),
+        "fields": {k: v for k, v in data.items() if k not in ("images", "seconds")},
+        "images": images,
+        "text": text,
+    }
+
+
+async def test_a_pending_generation_is_collected_with_generate_image_job(stdio_params, upstream, output_dir):
+    # 2s: after release() the held images must arrive, be saved and be read back within one wait.
+    stdio_params.env["ONLYSQ_MCP_IMAGE_WAIT"] = "2"
+    request = {"prompt": "a held fox", "count": 2}
+    async with Client(stdio_params) as client:
+        direct = await client.call_tool("generate_image", request)
+        assert not direct.is_error, text_of(direct)
+        upstream.add_fault("/ai/imagen", "hold", times=2)
+        first = await client.call_tool("generate_image", request)
+        job = first.structured_content["job"]
+        assert job["status"] == "running", text_of(first)
+        assert f'call generate_image again with `job` set to "{job["uri"]}"' in text_of(first)
+
+        seen: list[tuple[float, str | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, message))
+
+        again = await client.call_tool("generate_image", {"job": job["uri"]}, progress_callback=on_progress)
+        assert not again.is_error, text_of(again)
+        assert again.structured_content["job"]["id"] == job["id"]
+        assert again.structured_content["job"]["status"] == "running"
+        assert again.structured_content["images"] == [] and "call generate_image again" in text_of(again)
+        assert seen and "generating" in (seen[0][1] or ""), seen
+
+        upstream.release()
+        by_id = await client.call_tool("generate_image", {"job": job["id"]})
+        by_uri = await client.call_tool("generate_image", {"job": job["uri"], "prompt": "ignored with a job"})
+    assert not by_id.is_error, text_of(by_id)
+    assert by_id.structured_content["job"] is None
+    assert same_shape(by_id) == same_shape(direct)
+    # Collected twice, the same answer: the images are read back from disk each time.
+    assert by_id.content == by_uri.content and by_id.structured_content == by_uri.structured_content
+    inline = [base64.b64decode(block.data) for block in by_id.content if block.type == "image"]
+    on_disk = [(output_dir / Path(image["path"]).name).read_bytes() for image in by_id.structured_content["images"]]
+    assert len(inline) == 2 and inline == on_disk
+
+
+async def test_unknown_job_or_no_prompt_is_a_clear_tool_error(server, upstream):
+    async with Client(server) as client:
+        unknown = await client.call_tool("generate_image", {"job": "onlysq://jobs/0123456789abcdef"})
+        neither = await client.call_tool("generate_image", {})
+    assert unknown.is_error
+    assert "no image generation `0123456789abcdef`" in text_of(unknown) and "`prompt`" in text_of(unknown)
+    assert neither.is_error and "Pass `prompt`" in text_of(neither)
+
+
+async def test_the_wait_bounds_the_whole_call_and_progress_starts_at_once(stdio_params, upstream):
+    """A stalled model catalogue must not hold the call past ONLYSQ_MCP_IMAGE_WAIT, nor keep it silent."""
+    wait = 2.0
+    stdio_params.env.update(ONLYSQ_MCP_IMAGE_WAIT=str(wait), ONLYSQ_MCP_MODELS_TIMEOUT="20")
+    upstream.add_fault("/ai/models", "hold")
+    upstream.add_fault("/ai/imagen", "hold")
+    arrivals: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        arrivals.append(time.monotonic())
+
+    async with Client(stdio_params) as client:
+        start = time.monotonic()
+        result = await client.call_tool("generate_image", {"prompt": "stalled"}, progress_callback=on_progress)
+        elapsed = time.monotonic() - start
+    assert arrivals and arrivals[0] - start < wait / 2, (arrivals, start)
+    assert elapsed < wait + 1.0, elapsed
+    # Where the model check waits for the catalogue, it runs out of time: an error that says to call again;
+    # where it does not wait, the held image request makes the result a job handle.
+    if result.is_error:
+        assert "ONLYSQ_MCP_IMAGE_WAIT" in text_of(result) and "call generate_image again" in text_of(result)
+    else:
+        assert result.structured_content["job"]["status"] == "running", text_of(result)
