@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx2
 from PIL import Image
+
+from onlysq_mcp.upstream import RetryPolicy, Upstream
 
 TEST_KEY = "test-key"
 YANDEX_KEY = "yandex-test-key"
@@ -193,3 +196,24 @@ def stop_http_server(server: HttpServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+def make_upstream(handler=None, **overrides) -> Upstream:
+    """An `Upstream` answering through `handler` (an httpx2 MockTransport handler), no network."""
+    transport = httpx2.MockTransport(handler or (lambda request: httpx2.Response(200, json={})))
+    client = httpx2.AsyncClient(transport=transport)
+
+    async def shared() -> httpx2.AsyncClient:
+        return client
+
+    options = {
+        "name": "X",
+        "client": shared,
+        "base_url": "http://upstream.test",
+        "policy": RetryPolicy(0, 0, 10),
+        "read_timeout": 7,
+        "auth_hint": "",
+        "max_body_bytes": 10_000,
+        "max_image_bytes": 3_000,
+    }
+    return Upstream(**options | overrides)

@@ -15,9 +15,9 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
-from onlysq_mcp.upstream import RetryPolicy, Upstream
+from onlysq_mcp.upstream import RetryPolicy
 from tests.fake_upstream import IMAGEN_PATH, QUEUE_FULL_MESSAGE
-from tests.helpers import text_of
+from tests.helpers import make_upstream, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -132,17 +132,10 @@ class SlowPacer:
 
 async def test_waiting_behind_other_images_does_not_use_up_an_images_retry_deadline():
     answers = iter([429, 429, 200])
-    transport = httpx2.MockTransport(lambda request: httpx2.Response(next(answers), json={"ok": True}))
-    client = httpx2.AsyncClient(transport=transport)
-    upstream = Upstream(
-        name="X",
-        client=lambda: client,
-        base_url="http://upstream.test",
+    upstream = make_upstream(
+        lambda request: httpx2.Response(next(answers), json={"ok": True}),
         policy=RetryPolicy(retries=3, backoff=0, deadline=0.2),
         read_timeout=5,
-        auth_hint="",
-        max_body_bytes=10_000,
-        max_image_bytes=10_000,
     )
     pacer = SlowPacer(0.15)
     body = await upstream.request("POST", "/ai/imagen", json_body={}, pacer=pacer)

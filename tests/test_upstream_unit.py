@@ -22,6 +22,7 @@ from onlysq_mcp.upstream import (
     find_error_message,
     parse_retry_after,
 )
+from tests.helpers import make_upstream
 
 
 @pytest.mark.parametrize(
@@ -108,26 +109,6 @@ def test_redactor_masks_every_text_of_a_result_but_not_image_data():
         ImageContent(type="image", data="sq-secret-key", mime_type="image/png"),
     ]
     assert masked.structured_content == {"***": {"data": ["***"]}}
-
-
-def make_upstream(handler=None, **overrides) -> Upstream:
-    transport = httpx2.MockTransport(handler or (lambda request: httpx2.Response(200, json={})))
-    client = httpx2.AsyncClient(transport=transport)
-
-    async def shared() -> httpx2.AsyncClient:
-        return client
-
-    options = {
-        "name": "X",
-        "client": shared,
-        "base_url": "http://upstream.test",
-        "policy": RetryPolicy(0, 0, 10),
-        "read_timeout": 7,
-        "auth_hint": "",
-        "max_body_bytes": 10_000,
-        "max_image_bytes": 3_000,
-    }
-    return Upstream(**options | overrides)
 
 
 async def pieces(*parts: bytes):
