@@ -39,7 +39,7 @@ from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import StreamProgress, provider_for, services_of
+from .tool_support import StreamProgress, provider_for, services_of, supports_resource_links
 from .upstream import OnRetry, Pacer
 
 # Seeds are unsigned 32-bit: the schema's bound, and where seed+i of a batch wraps around.
@@ -88,9 +88,13 @@ class GenerateImageOutput(BaseModel):
     seconds: float = Field(description="Wall time of the generation.")
     images: list[ImageFile]
     failures: list[str] = Field(description="Images that could not be generated, with the reason.")
+    notes: list[str] = Field(
+        default_factory=list, description="Remarks on the call: a seed not sent, images requested one at a time."
+    )
     job: JobStatus | None = Field(
         None, description="Set when the generation outlasted its wait: read `job.uri` later for the images."
     )
+    next_step: str | None = Field(None, description="What to do to get the images of a job still running.")
 
 
 class DescribeImageOutput(BaseModel):
@@ -162,9 +166,12 @@ async def generate_image(
     job.detach()
     if saved and run.shelf is not None:
         await announce_list_changed(ctx, in_request=True)
+    links = supports_resource_links(ctx)
     if not job.finished.is_set():
-        return pending_result(job, order, services.settings.onlysq_mcp_image_wait)
-    return await images_result(services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial)
+        return pending_result(job, order, services.settings.onlysq_mcp_image_wait, links=links)
+    return await images_result(
+        services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial, links=links
+    )
 
 
 @dataclass(frozen=True)
@@ -295,8 +302,13 @@ async def images_result(
     unsaved: list[tuple[bytes, str]],
     *,
     paced: bool = False,
+    links: bool,
 ) -> CallToolResult:
-    """The call's result; `paced` when the upstream answered 429 and the images went one at a time."""
+    """The call's result; `paced` when the upstream answered 429 and the images went one at a time.
+
+    `links`: whether the client takes `resource_link` blocks (`supports_resource_links`); the text names
+    each image's URI and path either way, for clients without them and for hosts that show only text.
+    """
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
     settings = services.settings
@@ -307,7 +319,7 @@ async def images_result(
     # made one after another, so the largest image decides the memory this may take.
     blocks, files = await services.decodes.run(
         max(decode_cost(data) for data in images),
-        lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
+        lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links),
     )
     output = GenerateImageOutput(
         provider=order.provider.name,
@@ -317,12 +329,10 @@ async def images_result(
         seconds=seconds,
         images=files,
         failures=failures,
+        notes=[*order.notes, *([PACED] if paced else [])],
     )
     return CallToolResult(
-        content=[
-            TextContent(type="text", text=summarize(output, [*order.notes, *([PACED] if paced else [])])),
-            *blocks,
-        ],
+        content=[TextContent(type="text", text=summarize(output)), *blocks],
         structured_content=output.model_dump(mode="json"),
     )
 
@@ -479,8 +489,13 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolResult:
+def pending_result(job: ImageJob, order: ImageOrder, waited: float, *, links: bool) -> CallToolResult:
+    """The job handle of a generation that outlasted its wait; `links` as for `images_result`."""
     status = job.status()
+    next_step = (
+        f"Read the resource {job.uri} in a minute: it lists the images once they are saved "
+        "(status `running` until then)."
+    )
     output = GenerateImageOutput(
         provider=order.provider.name,
         model=order.model,
@@ -489,24 +504,27 @@ def pending_result(job: ImageJob, order: ImageOrder, waited: float) -> CallToolR
         seconds=status.seconds,
         images=[],
         failures=status.failures,
+        notes=order.notes,
         job=status,
+        next_step=next_step,
     )
     text = (
         f"The images are still being generated after {waited:g}s, so this call returns now rather than run into "
-        f"the host's time limit. Nothing is lost: each image is saved when ready, and the resource {job.uri} "
-        "lists them (status `running` until then; read it again in a minute). "
-        f"{len(status.images)} of {status.total} ready so far."
+        "the host's time limit. Nothing is lost: each image is saved when ready. "
+        f"{len(status.images)} of {status.total} ready so far. {next_step}"
     )
-    link = ResourceLink(
-        type="resource_link",
-        uri=job.uri,
-        name=f"image-job-{job.id}",
-        mime_type="application/json",
-        description="Status of this generation and, when done, its images.",
-    )
-    return CallToolResult(
-        content=[TextContent(type="text", text=text), link], structured_content=output.model_dump(mode="json")
-    )
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    if links:
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=job.uri,
+                name=f"image-job-{job.id}",
+                mime_type="application/json",
+                description="Status of this generation and, when done, its images.",
+            )
+        )
+    return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
 
 
 def deliver(
@@ -515,10 +533,13 @@ def deliver(
     mode: ImageDelivery,
     budget: int,
     max_pixels: int,
+    *,
+    links: bool,
 ) -> tuple[list[ContentBlock], list[ImageFile]]:
     """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes.
 
-    An image that could not be saved is inlined whatever `mode` says: it exists nowhere else.
+    An image that could not be saved is inlined whatever `mode` says: it exists nowhere else. A saved
+    image also gets a `resource_link` block when the client takes them (`links`).
     """
     entries: list[tuple[SavedImage | None, bytes, str]] = [(image, data, image.mime) for image, data in saved]
     entries += [(None, data, mime) for data, mime in unsaved]
@@ -543,7 +564,7 @@ def deliver(
             blocks.append(
                 ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=shown_mime)
             )
-        if image is not None:
+        if image is not None and links:
             blocks.append(
                 ResourceLink(
                     type="resource_link",
@@ -596,7 +617,7 @@ def upstream_image(data: bytes, upstream: str, max_pixels: int) -> str:
     return mime
 
 
-def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
+def summarize(output: GenerateImageOutput) -> str:
     n = len(output.images)
     lines = [
         f"Generated {n} image{'s' if n != 1 else ''} with {output.provider}/{output.model} in {output.seconds:g}s."
@@ -623,5 +644,5 @@ def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
             )
         lines.append(f"{i}. {dims} {f.mime_type}, {f.bytes:,} bytes, {where}.")
     lines.extend(f"Failed: {failure}" for failure in output.failures)
-    lines.extend(notes)
+    lines.extend(output.notes)
     return "\n".join(lines)
