@@ -166,12 +166,9 @@ async def generate_image(
     job.detach()
     if saved and run.shelf is not None:
         await announce_list_changed(ctx, in_request=True)
-    links = supports_resource_links(ctx)
     if not job.finished.is_set():
-        return pending_result(job, order, services.settings.onlysq_mcp_image_wait, links=links)
-    return await images_result(
-        services, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial, links=links
-    )
+        return pending_result(ctx, job, order, services.settings.onlysq_mcp_image_wait)
+    return await images_result(ctx, order, job.seconds, job.failures, saved, run.unsaved, paced=job.pacer.serial)
 
 
 @dataclass(frozen=True)
@@ -294,7 +291,7 @@ async def wait_for_images(ctx: Context, job: ImageJob, wait: float) -> None:
 
 
 async def images_result(
-    services: Services,
+    ctx: Context,
     order: ImageOrder,
     seconds: float,
     failures: list[str],
@@ -302,16 +299,17 @@ async def images_result(
     unsaved: list[tuple[bytes, str]],
     *,
     paced: bool = False,
-    links: bool,
 ) -> CallToolResult:
-    """The call's result; `paced` when the upstream answered 429 and the images went one at a time.
+    """The result for the client of `ctx`; `paced` when the upstream answered 429 and the images went one at a time.
 
-    `links`: whether the client takes `resource_link` blocks (`supports_resource_links`); the text names
+    `resource_link` blocks only for a client that takes them (`supports_resource_links`); the text names
     each image's URI and path either way, for clients without them and for hosts that show only text.
     """
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
+    services = services_of(ctx)
     settings = services.settings
+    links = supports_resource_links(ctx)
     images = [data for _, data in saved] + [data for data, _ in unsaved]
     delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
     max_pixels = settings.onlysq_mcp_max_input_pixels
@@ -489,8 +487,8 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(job: ImageJob, order: ImageOrder, waited: float, *, links: bool) -> CallToolResult:
-    """The job handle of a generation that outlasted its wait; `links` as for `images_result`."""
+def pending_result(ctx: Context, job: ImageJob, order: ImageOrder, waited: float) -> CallToolResult:
+    """The job handle of a generation that outlasted its wait, for the client of `ctx` (as `images_result`)."""
     status = job.status()
     next_step = (
         f"Read the resource {job.uri} in a minute: it lists the images once they are saved "
@@ -514,7 +512,7 @@ def pending_result(job: ImageJob, order: ImageOrder, waited: float, *, links: bo
         f"{len(status.images)} of {status.total} ready so far. {next_step}"
     )
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    if links:
+    if supports_resource_links(ctx):
         content.append(
             ResourceLink(
                 type="resource_link",
