@@ -114,57 +114,65 @@ class DescribeImageOutput(BaseModel):
     )
 
 
+# The parameters of `generate_image`, as the model reads them.
+ImagePrompt = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=MAX_IMAGE_PROMPT,
+        description="What the picture should show: subject, style, composition, lighting. English works best. "
+        f"At most {PROMPT_LIMITS}. Required, except when `job` is given.",
+    ),
+]
+ImageModel = Annotated[
+    str | None,
+    Field(
+        description=(
+            "Image model id from `list_models` (kind `image`), e.g. `flux` (OnlySq), or a Yandex model "
+            "such as `aliceai-image-art-3.0` or a full `art://<folder>/<model>` URI. Default: the server's."
+        )
+    ),
+]
+ImageCount = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=4,
+        description="How many images, 1–4: requested concurrently, or one at a time once the provider "
+        "answers 429 (too many requests).",
+    ),
+]
+Seed = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=SEED_SPACE - 1,
+        description="Optional seed, passed to the provider as it is; the provider may ignore it, so the same "
+        "seed is not guaranteed to repeat a picture (where a provider takes no seed, it is dropped, with a "
+        f"note). With `count` > 1 image i gets seed+i (wrapping to 0 after {SEED_SPACE - 1}), so the "
+        "images differ.",
+    ),
+]
+JobHandle = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=MAX_JOB_HANDLE,
+        description="Collect a generation that was still running: the `job.uri` (onlysq://jobs/...) or job id "
+        "an earlier call returned. Waits for it again and returns its images as that call would have; "
+        "the other arguments are then ignored.",
+    ),
+]
+
+
 async def generate_image(
     ctx: Context,
-    prompt: Annotated[
-        str | None,
-        Field(
-            min_length=1,
-            max_length=MAX_IMAGE_PROMPT,
-            description="What the picture should show: subject, style, composition, lighting. English works best. "
-            f"At most {PROMPT_LIMITS}. Required, except when `job` is given.",
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        Field(
-            description=(
-                "Image model id from `list_models` (kind `image`), e.g. `flux` (OnlySq), or a Yandex model "
-                "such as `aliceai-image-art-3.0` or a full `art://<folder>/<model>` URI. Default: the server's."
-            )
-        ),
-    ] = None,
+    prompt: ImagePrompt = None,
+    model: ImageModel = None,
     aspect_ratio: Annotated[AspectRatio, Field(description="Width:height of the picture.")] = "1:1",
-    count: Annotated[
-        int,
-        Field(
-            ge=1,
-            le=4,
-            description="How many images, 1–4: requested concurrently, or one at a time once the provider "
-            "answers 429 (too many requests).",
-        ),
-    ] = 1,
-    seed: Annotated[
-        int | None,
-        Field(
-            ge=0,
-            le=SEED_SPACE - 1,
-            description="Optional seed, passed to the provider as it is; the provider may ignore it, so the same "
-            "seed is not guaranteed to repeat a picture (where a provider takes no seed, it is dropped, with a "
-            f"note). With `count` > 1 image i gets seed+i (wrapping to 0 after {SEED_SPACE - 1}), so the "
-            "images differ.",
-        ),
-    ] = None,
-    job: Annotated[
-        str | None,
-        Field(
-            min_length=1,
-            max_length=MAX_JOB_HANDLE,
-            description="Collect a generation that was still running: the `job.uri` (onlysq://jobs/...) or job id "
-            "an earlier call returned. Waits for it again and returns its images as that call would have; "
-            "the other arguments are then ignored.",
-        ),
-    ] = None,
+    count: ImageCount = 1,
+    seed: Seed = None,
+    job: JobHandle = None,
 ) -> Annotated[CallToolResult, GenerateImageOutput]:
     """Generate pictures from a text description and return them as images.
 
