@@ -37,7 +37,9 @@ async def generate(prompt: str, out: Path, count: int, wait: float) -> list[Path
         try:
             return await save_images(client, prompt, out, count, wait)
         except Failed as failed:
-            message = str(failed)  # raised here, outside the session, it is not wrapped in exception groups
+            message = str(
+                failed
+            )  # exit once the session is closed: inside it, the exit would come wrapped in exception groups
     raise SystemExit(message)
 
 
