@@ -335,5 +335,14 @@ def _flag(name: str) -> int:
 
 
 def slug(text: str, limit: int = 40) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """At most `limit` ASCII letters, digits and hyphens from `text` for a file name: other scripts are
+    transliterated (`Рыжая лиса` → `ryzhaya-lisa`, an emoji becomes its name), anything else separates words;
+    `image` when nothing is left."""
+    # Imported here, not at the top: the server starts without it, and it loads its tables only when an
+    # image is saved.
+    from anyascii import anyascii
+
+    # Only the start can reach the name; a prefix four times `limit` fills it unless it is mostly punctuation.
+    ascii_text = anyascii(text[: 4 * limit])
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return words[:limit].rstrip("-") or "image"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, HttpUrl, JsonValue, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .images import MAX_IMAGE_BYTES
@@ -31,6 +32,16 @@ def default_output_dir() -> Path:
 
 # OnlySq's documented public key: the default, and not a secret.
 PUBLIC_ONLYSQ_KEY = "openai"
+
+
+# `json_schema_extra` of a setting that only the HTTP transport reads: scripts/generate.py leaves such settings
+# out of server.json, whose package runs over stdio. Their descriptions start with "HTTP only:".
+HTTP_ONLY: dict[str, JsonValue] = {"http_only": True}
+
+
+def is_http_only(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("http_only") is True
 
 
 class ImageDelivery(StrEnum):
@@ -179,35 +190,44 @@ class Settings(BaseSettings):
 
     # --- Serving over HTTP, and what callers may reach ---
     onlysq_mcp_http_token: SecretStr | None = Field(
-        None, description="HTTP only: when set, every request must carry `Authorization: Bearer <token>`."
+        None,
+        description="HTTP only: when set, every request must carry `Authorization: Bearer <token>`.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="HTTP only: extra `Host` header values to accept (comma-separated, `name:*` for any port), "
         "e.g. the public name behind a reverse proxy. Loopback names are always accepted.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_max_sessions_per_client: Annotated[int, Field(ge=1, le=10_000)] = Field(
         32,
         description="HTTP only: most MCP sessions one client address may hold open; further `initialize` "
         "requests get 429 until one ends, so one client cannot fill the server for everyone.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_unused_session_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
         30.0,
         description="HTTP only: a session that receives no request within this many seconds of its "
         "`initialize` is closed.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_session_idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = Field(
         1800.0,
         description="HTTP only: a session with no request in flight and no open stream for this many seconds "
         "is closed; the client then starts a new one.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_http_request_timeout: Annotated[float, Field(gt=0, le=300)] = Field(
         10.0,
         description="HTTP only: seconds a connection has to send a complete request head, and the longest "
         "pause allowed within a request body; slower connections are closed.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_http_keep_alive_timeout: Annotated[int, Field(ge=1, le=300)] = Field(
-        5, description="HTTP only: seconds an idle keep-alive connection stays open between requests."
+        5,
+        description="HTTP only: seconds an idle keep-alive connection stays open between requests.",
+        json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_file_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

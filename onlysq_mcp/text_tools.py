@@ -20,6 +20,11 @@ from .tool_support import progress_of, provider_for, services_of
 
 MAX_PROMPT_CHARS = 100_000
 MAX_TURNS = 200
+# Most bytes of the text part of `list_models`: every call puts it in the model's context, and the live list
+# has over a hundred models. The structured part always has every entry.
+MAX_LIST_TEXT = 4096
+# Kinds no tool of this server uses, said where their ids are listed.
+UNUSABLE_KINDS = {"embedding": "makes vectors, not for `chat`", "sound": "not used by these tools"}
 
 
 class ChatTurn(BaseModel):
@@ -181,29 +186,38 @@ async def list_models(
     """List the models the upstreams offer, to pick a `model` for the other tools.
 
     Returns one entry per model (id, provider, kind, name, description, flags such as streaming,
-    tool use and vision, status, access tier) as structured data, plus a compact table. Only models
-    the service reports as working (status `work` or `beta`) are listed; `embedding` models make
-    vectors and cannot be used with `chat`. The list is fetched live and cached; if the service
+    tool use and vision, status, access tier) as structured data, plus a short text: the ids grouped
+    by kind, or a table when `kind` or `search` leaves few. Only models the service reports as
+    working (status `work` or `beta`) are listed; `embedding` models make vectors and cannot be used
+    with `chat`. The list is fetched live and cached; if the service
     cannot be reached, the last good copy or a bundled list is returned and `source` says which.
     """
     catalogue = await services_of(ctx).catalogue.get()
     chosen = catalogue.select(kind, search)
     result = ModelList(source=catalogue.source, note=catalogue.note, total=len(chosen), models=chosen)
     return CallToolResult(
-        content=[TextContent(type="text", text=model_table(result, kind, search))],
+        content=[TextContent(type="text", text=models_text(result, kind, search))],
         structured_content=result.model_dump(mode="json"),
     )
 
 
-def model_table(result: ModelList, kind: str, search: str | None) -> str:
-    lines = []
-    if result.note:
-        lines.append(result.note)
+def models_text(result: ModelList, kind: str, search: str | None) -> str:
+    """The text part, at most MAX_LIST_TEXT bytes: a table when a filter leaves a list that small, else the
+    ids grouped by kind."""
+    # The note can quote an upstream's error: a quarter of the budget at most.
+    head = [clip(result.note, MAX_LIST_TEXT // 4)] if result.note else []
     if not result.models:
-        lines.append(f"No models match kind `{kind}`" + (f" and search `{search}`." if search else "."))
-        return "\n".join(lines)
-    lines.append(f"{result.total} models ({result.source}):")
-    lines.append("id | provider | kind | tier | flags | name")
+        return "\n".join([*head, f"No models match kind `{kind}`" + (f" and search `{search}`." if search else ".")])
+    if kind != "all" or search:
+        table = "\n".join([*head, *model_table(result)])
+        if size(table) <= MAX_LIST_TEXT:
+            return table
+    budget = MAX_LIST_TEXT - sum(size(line) + 1 for line in head)
+    return "\n".join([*head, *model_groups(result, budget)])
+
+
+def model_table(result: ModelList) -> list[str]:
+    lines = [f"{result.total} models ({result.source}):", "id | provider | kind | tier | flags | name"]
     for m in result.models:
         flags = ",".join(
             flag
@@ -217,4 +231,55 @@ def model_table(result: ModelList, kind: str, search: str | None) -> str:
         )
         tier = "-" if m.tier is None else m.tier
         lines.append(f"{m.id} | {m.provider} | {m.kind} | {tier} | {flags or '-'} | {m.name}")
-    return "\n".join(lines)
+    return lines
+
+
+def model_groups(result: ModelList, budget: int) -> list[str]:
+    """One line of ids per kind, in at most `budget` bytes: the kinds are filled smallest first, each with an
+    equal share of what is left, so a few image models are never crowded out by a hundred chat models."""
+    first = (
+        f"{result.total} models ({result.source}), ids by kind. Marks: v accepts images (for `describe_image`), "
+        "beta, tN access tier N (a key of a lower tier may be refused)."
+    )
+    last = "Names, descriptions and every flag: the structured result, or `list_models` with `kind` or `search`."
+    budget -= size(first) + size(last) + 2
+    groups: dict[str, list[str]] = {}
+    for model in result.models:
+        groups.setdefault(model.kind, []).append(marked(model))
+    lines: dict[str, str] = {}
+    for done, (kind, ids) in enumerate(sorted(groups.items(), key=lambda group: len(group[1]))):
+        lines[kind] = id_line(kind, ids, budget // (len(groups) - done))
+        budget -= size(lines[kind]) + 1
+    return [first, *(lines[kind] for kind in groups), last]
+
+
+def marked(model: ModelEntry) -> str:
+    marks = [mark for mark, on in (("v", model.vision), ("beta", model.status == "beta")) if on]
+    if model.tier:
+        marks.append(f"t{model.tier}")
+    return f"{model.id}[{','.join(marks)}]" if marks else model.id
+
+
+def id_line(kind: str, ids: list[str], share: int) -> str:
+    """`kind (count): id, id, ...` in `share` bytes, ending `… +N more` when not every id fits."""
+    unusable = f", {UNUSABLE_KINDS[kind]}" if kind in UNUSABLE_KINDS else ""
+    line = f"{kind} ({len(ids)}{unusable}):"
+    more = f" … +{len(ids)} more"
+    for shown, model_id in enumerate(ids):
+        entry = f"{',' if shown else ''} {model_id}"
+        # Room is kept for the `more` ending unless this is the last id.
+        if size(line) + size(entry) + (0 if shown == len(ids) - 1 else size(more)) > share:
+            return f"{line}{',' if shown else ''} … +{len(ids) - shown} more"
+        line += entry
+    return line
+
+
+def size(text: str) -> int:
+    return len(text.encode())
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, marked with … when cut."""
+    if size(text) <= limit:
+        return text
+    return text.encode()[: limit - size("…")].decode(errors="ignore") + "…"

@@ -2,8 +2,8 @@
 
 - README.md, between its markers: the reference of every tool (as the live server lists them, in its
   order) and of every setting of `onlysq_mcp.settings.Settings`.
-- server.json: one environment variable per setting (keeping extra keys of existing entries, such as
-  `choices` or `placeholder`).
+- server.json: one environment variable per setting that applies to its stdio package, so none marked
+  `HTTP_ONLY` (keeping extra keys of existing entries, such as `choices` or `placeholder`).
 
 Secrets are the settings typed `SecretStr`; defaults are the model's own.
 
@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from onlysq_mcp.server import app_factory
-from onlysq_mcp.settings import Settings, default_output_dir
+from onlysq_mcp.settings import Settings, default_output_dir, is_http_only
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -185,8 +185,12 @@ def server_json(current: str) -> str:
     doc = json.loads(current)
     (pypi,) = [p for p in doc["packages"] if p["registryType"] == "pypi"]
     old = {env["name"]: env for env in pypi.get("environmentVariables", [])}
+    # A host runs the package over its declared transport: settings read only by the other one do not apply.
+    stdio = pypi["transport"]["type"] == "stdio"
     pypi["environmentVariables"] = [
-        old.get(name.upper(), {}) | env_var(name, field) for name, field in Settings.model_fields.items()
+        old.get(name.upper(), {}) | env_var(name, field)
+        for name, field in Settings.model_fields.items()
+        if not (stdio and is_http_only(field))
     ]
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 

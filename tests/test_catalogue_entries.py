@@ -161,7 +161,7 @@ async def test_embedding_model_is_listed_as_such_and_not_as_chat(server, upstrea
         vision = await client.call_tool("list_models", {"kind": "vision"})
     e5 = next(m for m in everything.structured_content["models"] if m["id"] == "e5-mistral-7b")
     assert e5["kind"] == "embedding" and not e5["vision"]
-    assert "e5-mistral-7b | onlysq | embedding |" in text_of(everything)
+    assert "\nembedding (1, makes vectors, not for `chat`): e5-mistral-7b\n" in text_of(everything)
     assert "e5-mistral-7b" not in ids_of(chats) | ids_of(vision)
 
 

@@ -45,7 +45,10 @@ async def test_live_catalogue_with_entries_and_table(server, upstream):
         "tools": upstream.models["gemini-2.5-flash"]["can-tools"],
         "thinking": upstream.models["gemini-2.5-flash"]["can-think"],
     }
-    table = text_of(result)
+    text = text_of(result)
+    assert "\nchat (" in text and "gemini-2.5-flash[v]" in text  # unfiltered: ids grouped by kind
+    async with Client(server) as client:
+        table = text_of(await client.call_tool("list_models", {"search": "gemini"}))
     assert "id | provider | kind | tier | flags | name" in table
     assert "gemini-2.5-flash | onlysq | chat | 0 | vision" in table
 
@@ -165,3 +168,81 @@ async def test_catalogue_is_refreshed_in_the_background_before_it_expires(make_s
                 assert "Did you mean `gpt-4o-mini`" in text_of(result)
                 await anyio.sleep(0.1)
     assert upstream.requests_to("/ai/v2") == []
+
+
+# --- the text part stays small, the structured part whole (issue 13, point 7) ------------------------------
+
+
+def large_catalogue(upstream, chats: int = 200, images: int = 6) -> None:
+    """Long ids, so that they cannot all fit in the text, with vision, beta and tier marks among them."""
+    template = upstream.models["gpt-4o"]
+    models = {}
+    for n in range(chats):
+        models[f"vendor-family-model-{n:03d}-instruct-2025-06-01"] = template | {
+            "name": f"Model {n}",
+            "description": "A long description that only the structured part carries. " * 5,
+            "status": "beta" if n % 7 == 0 else "work",
+            "tier": n % 3,
+        }
+    for n in range(images):
+        models[f"painter-{n}"] = upstream.models["flux"] | {"name": f"Painter {n}"}
+    upstream.models = models
+
+
+async def test_unfiltered_text_is_compact_and_structured_part_whole(stdio_params, upstream):
+    large_catalogue(upstream)
+    async with Client(stdio_params) as client:
+        result = await client.call_tool("list_models", {})
+    text = text_of(result)
+    assert len(text.encode()) <= 4096, len(text.encode())
+    data = result.structured_content
+    assert {m["id"] for m in data["models"]} >= set(upstream.models)
+    assert data["total"] == len(data["models"])
+    assert all(m["description"] for m in data["models"])
+    lines = text.splitlines()
+    # Every image model is named although the chat ids fill the rest, and the missing chat ids are counted.
+    image_line = next(line for line in lines if line.startswith("image ("))
+    assert all(f"painter-{n}" in image_line for n in range(6))
+    chat_line = next(line for line in lines if line.startswith("chat ("))
+    shown = chat_line.count("vendor-family-model-")
+    assert 20 < shown < 200
+    chats = sum(m["kind"] == "chat" for m in data["models"])
+    assert chat_line.endswith(f"… +{chats - shown} more")
+    assert "vendor-family-model-000-instruct-2025-06-01[beta]" in chat_line
+    assert "vendor-family-model-001-instruct-2025-06-01[t1]" in chat_line
+    assert "only the structured part carries" not in text
+
+
+async def test_bundled_text_names_every_model_within_the_limit(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_RETRIES=0))
+    upstream.add_fault("/ai/models", "status", status=503)
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {})
+    text = text_of(result)
+    assert result.structured_content["source"] == "bundled"
+    assert len(text.encode()) <= 4096, len(text.encode())
+    words = set(text.replace(",", " ").split())
+    for model in result.structured_content["models"]:
+        assert model["id"] in words or any(w.startswith(model["id"] + "[") for w in words), model["id"]
+
+
+async def test_filtered_text_is_a_table_while_small_else_grouped(server, upstream):
+    async with Client(server) as client:
+        small = text_of(await client.call_tool("list_models", {"kind": "image"}))
+    assert "id | provider | kind | tier | flags | name" in small
+    large_catalogue(upstream)
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {"kind": "chat"})
+    text = text_of(result)
+    assert len(text.encode()) <= 4096
+    assert "id | provider" not in text and "\nchat (203): vendor-family-model-000" in text
+    assert result.structured_content["total"] == 200 + 3  # and Yandex's three chat models
+
+
+async def test_long_note_is_clipped_in_the_text_only(make_settings, upstream):
+    server = app_factory(make_settings(ONLYSQ_RETRIES=0))
+    upstream.add_fault("/ai/models", "status", status=503, message="x" * 20_000)
+    async with Client(server) as client:
+        result = await client.call_tool("list_models", {})
+    assert len(text_of(result).encode()) <= 4096
+    assert "flux" in text_of(result)

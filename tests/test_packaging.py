@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -36,13 +37,18 @@ def test_wheel_contents(dist):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "onlysq-mcp = onlysq_mcp.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not [n for n in names if n.startswith("tests/")]
+    # The MIT licence the metadata declares travels with the wheel (PEP 639: License-File).
+    license_file = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+    assert zipfile.ZipFile(wheel).read(license_file) == (ROOT / "LICENSE").read_bytes()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
 
 
 def test_sdist_contents(dist):
     (sdist,) = dist.glob("onlysq_mcp-*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = archive.getnames()
-    for wanted in ("pyproject.toml", "README.md", "server.json", "onlysq_mcp/data/models.json"):
+    for wanted in ("pyproject.toml", "README.md", "LICENSE", "server.json", "onlysq_mcp/data/models.json"):
         assert any(n.endswith(wanted) for n in names), wanted
 
 
@@ -82,3 +88,12 @@ def test_uvx_from_the_source_tree(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"onlysq-mcp {onlysq_mcp.__version__}"
+
+
+def test_license_is_the_mit_text_for_the_declared_authors():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert project["license"] == "MIT" and text.startswith("MIT License\n")
+    (author,) = project["authors"]
+    assert f"Copyright (c) 2026 {author['name']}\n" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text

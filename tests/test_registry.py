@@ -2,7 +2,8 @@
 
 It must validate against the registry's schema (a copy in tests/schemas), carry the name the README
 declares for PyPI ownership (`<!-- mcp-name: ... -->`), the package's version, and one environment
-variable per setting of `onlysq_mcp.settings.Settings`, described as the setting describes itself.
+variable per setting of `onlysq_mcp.settings.Settings` that a stdio server reads (none marked `HTTP_ONLY`),
+described as the setting describes itself.
 
 After adding or changing a setting, `python scripts/generate.py` rewrites the environment variables of
 server.json from Settings (keeping extra keys such as `choices` or `placeholder`).
@@ -19,7 +20,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 
 from onlysq_mcp import __version__
-from onlysq_mcp.settings import Settings
+from onlysq_mcp.settings import Settings, is_http_only
 from scripts import generate
 
 ROOT = Path(__file__).parent.parent
@@ -76,8 +77,29 @@ def test_environment_variables_are_generated_from_the_settings():
     assert not changes, f"server.json is stale: run `python scripts/generate.py` and commit the result.\n{changes}"
 
 
-def test_environment_variables_are_exactly_the_settings():
+def test_environment_variables_are_exactly_the_settings_a_stdio_server_reads():
     declared = [env["name"] for env in package(load())["environmentVariables"]]
+    assert declared == [name.upper() for name, field in Settings.model_fields.items() if not is_http_only(field)]
+    assert "ONLYSQ_API_KEY" in declared and "ONLYSQ_MCP_OUTPUT_DIR" in declared
+    for name in ("ONLYSQ_MCP_HTTP_TOKEN", "ONLYSQ_MCP_ALLOWED_HOSTS", "ONLYSQ_MCP_SESSION_IDLE_TIMEOUT"):
+        assert name not in declared
+
+
+def test_http_only_marker_matches_the_descriptions():
+    """The marker the generator reads and the words a user reads in the README say the same."""
+    marked = {name for name, field in Settings.model_fields.items() if is_http_only(field)}
+    described = {
+        name for name, field in Settings.model_fields.items() if (field.description or "").startswith("HTTP only")
+    }
+    assert marked == described
+    assert len(marked) >= 7
+
+
+def test_a_package_over_http_would_declare_the_http_settings():
+    doc = load()
+    package(doc)["transport"] = {"type": "streamable-http", "url": "http://127.0.0.1:8000/mcp"}
+    regenerated = json.loads(generate.server_json(json.dumps(doc)))
+    declared = [env["name"] for env in package(regenerated)["environmentVariables"]]
     assert declared == [name.upper() for name in Settings.model_fields]
 
 
@@ -87,5 +109,5 @@ def test_what_hosts_keep_secret_is_what_the_server_masks():
     secret = {env["name"]: f"value-of-{env['name'].lower()}" for env in envs if env["isSecret"]}
     settings = Settings(_env_file=None, yandex_folder_id="folder", **{k.lower(): v for k, v in secret.items()})
     assert sorted(settings.secrets()) == sorted(secret.values())
-    assert {"ONLYSQ_API_KEY", "YANDEX_API_KEY", "ONLYSQ_MCP_HTTP_TOKEN"} <= set(secret)
+    assert {"ONLYSQ_API_KEY", "YANDEX_API_KEY", "YANDEX_IAM_TOKEN"} <= set(secret)
     assert "ONLYSQ_BASE_URL" not in secret and "YANDEX_FOLDER_ID" not in secret
