@@ -205,6 +205,8 @@ def read_config(path: Path, key: str) -> dict[str, Any]:
 
 def write_config(host: str, path: Path, name: str, entry: Entry, now: datetime) -> Path | None:
     """Merge the entry into `path`, keeping every other server and key; returns the backup made, if any."""
+    # A config file kept elsewhere and linked into place (dotfiles) stays linked: its target is rewritten.
+    path = path.resolve()
     key = servers_key(host)
     data = read_config(path, key)
     data.setdefault(key, {})[name] = entry.server

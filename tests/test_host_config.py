@@ -211,6 +211,17 @@ def test_write_creates_missing_folders(tmp_path):
     assert list(path.parent.iterdir()) == [path]  # no backup of nothing, no temporary left behind
 
 
+def test_write_through_a_symlink_keeps_the_link(tmp_path):
+    real = tmp_path / "dotfiles" / "mcp.json"
+    real.parent.mkdir()
+    real.write_text('{"mcpServers": {}}')
+    link = tmp_path / "mcp.json"
+    link.symlink_to(real)
+    backup = host_config.write_config("cursor", link, "onlysq", make_entry("cursor"), NOW)
+    assert link.is_symlink() and backup.parent == real.parent
+    assert json.loads(real.read_text())["mcpServers"]["onlysq"] == make_entry("cursor").server
+
+
 @pytest.mark.parametrize(
     "content", ['{"mcpServers": {"a": 1},}', "// comment\n{}", "[1, 2]", '{"mcpServers": []}', "\xff\xfe"]
 )
