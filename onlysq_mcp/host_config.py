@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 HOSTS = ("claude-desktop", "claude-code", "cursor", "vscode")
 DEFAULT_NAME = "onlysq"
+# ~/.claude.json also holds Claude Code's per-project state and grows to megabytes; far larger is not a config.
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 
 class HostConfigError(Exception):
@@ -183,6 +185,8 @@ def backup_path(path: Path, now: datetime) -> Path:
 
 def read_config(path: Path, key: str) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise HostConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; nothing was written.")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
@@ -200,6 +204,8 @@ def read_config(path: Path, key: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get(key, {}), dict):
         raise HostConfigError(f"{path} does not hold a JSON object with a `{key}` object; nothing was written.")
+    if not isinstance(data.get("inputs", []), list):
+        raise HostConfigError(f"`inputs` in {path} is not a list; nothing was written.")
     return data
 
 

@@ -223,7 +223,8 @@ def test_write_through_a_symlink_keeps_the_link(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content", ['{"mcpServers": {"a": 1},}', "// comment\n{}", "[1, 2]", '{"mcpServers": []}', "\xff\xfe"]
+    "content",
+    ['{"mcpServers": {"a": 1},}', "// comment\n{}", "[1, 2]", '{"mcpServers": []}', '{"inputs": {}}', "\xff\xfe"],
 )
 def test_unusable_file_is_refused_untouched(tmp_path, content):
     path = tmp_path / "mcp.json"
@@ -232,6 +233,16 @@ def test_unusable_file_is_refused_untouched(tmp_path, content):
         host_config.write_config("cursor", path, "onlysq", make_entry("cursor"), NOW)
     assert path.read_bytes() == content.encode("latin-1")
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_oversized_file_is_refused_untouched(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_config, "MAX_CONFIG_BYTES", 100)
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps({"mcpServers": {}, "pad": "x" * 100}))
+    before = path.read_bytes()
+    with pytest.raises(host_config.HostConfigError, match="larger than 100 bytes"):
+        host_config.write_config("cursor", path, "onlysq", make_entry("cursor"), NOW)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
 def test_cli_write_uses_home_and_reports(env, tmp_path):
