@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Add onlysq-mcp to Claude Code: `./claude_code.sh` (stdio, the default) or `./claude_code.sh http`.
+# Run it with the venv that has onlysq-mcp active (or its bin/ first on PATH).
 set -euo pipefail
 
 case "${1:-stdio}" in
   stdio)
-    # Claude Code launches the server itself; uvx fetches onlysq-mcp from PyPI on first use.
-    claude mcp add onlysq -e ONLYSQ_API_KEY=openai -- uvx onlysq-mcp
+    # `onlysq-mcp config claude-code` prints the `claude mcp add --scope user ...` line for this
+    # installation: the venv's python by absolute path, and the ONLYSQ_*/YANDEX_* settings set here.
+    # Secret values go straight to Claude Code (which keeps them in ~/.claude.json), never to the screen.
+    # Assigned first so that `set -e` stops here if the settings are invalid.
+    command="$(onlysq-mcp config claude-code --show-secrets)"
+    eval "$command"
     ;;
   http)
     # A server you run yourself, with the same token in its environment:

@@ -26,6 +26,9 @@ Configuration comes from environment variables or a .env file in the working dir
 ONLYSQ_API_KEY (default: the public key `openai`), ONLYSQ_BASE_URL, ONLYSQ_CHAT_MODEL, YANDEX_API_KEY,
 YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN. The README lists them all.
 Logs go to stderr.
+
+`onlysq-mcp config {claude-desktop,claude-code,cursor,vscode}` prints the entry that launches this
+installation from that host (`--write` merges it into the host's config file); see `onlysq-mcp config -h`.
 """
 
 
@@ -57,7 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["config"]:
+        # A subcommand of its own, dispatched before anything heavy is imported for the server.
+        from .host_config import main as config_main
+
+        config_main(arguments[1:])
+        return
+    args = parse_args(arguments)
     # Imported after argument parsing so that --help and --version answer at once.
     from .settings import SettingsError, load_settings
 

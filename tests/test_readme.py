@@ -36,11 +36,17 @@ def test_a_new_tool_is_documented_after_the_others(monkeypatch):
     assert "Read-only: no; reaches the internet: yes." in echo_section  # the spec's defaults for unset hints
 
 
-def test_readme_first_screen_has_the_two_setup_commands_and_ci_runs_the_test_one():
+def test_readme_quick_start_installs_into_a_venv_and_prints_the_host_entry():
+    """The first commands a reader copies: a venv (pip on a system Python fails under PEP 668), an install
+    with the venv's own python, then `onlysq-mcp config <host>`; CI runs the README's test command."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
-    commands = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
-    assert commands == ["python -m pip install . && onlysq-mcp", TEST_COMMAND]
+    commands = [line.split("  #")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert "python3 -m venv .venv" in commands
+    installs = [command for command in commands if "pip install" in command]
+    assert installs and all(command.startswith(".venv/bin/python -m pip install") for command in installs)
+    assert commands[-1].startswith(".venv/bin/onlysq-mcp config ")
+    assert TEST_COMMAND in readme
     assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
