@@ -137,10 +137,13 @@ class FrontDoor:
     # --- the host's side (reader thread) ---
 
     def read(self) -> None:
+        ready = False
         for line in iter(self._in.readline, b""):
-            with self._lock:
-                if not self._ready:
-                    line = self._take(line)
+            if not ready:
+                with self._lock:
+                    ready = self._ready
+                    if not ready:
+                        line = self._take(line)
             self._lines.put(line)
         self._lines.put(None)
 
@@ -200,7 +203,7 @@ class FrontDoor:
         return version if isinstance(version, str) and opener in self._answers.get(version, {}) else ""
 
     def _send(self, text: str) -> None:
-        """Write one message to the host; the caller holds the lock, as `deliver` does."""
+        """Write one message to the host: from the reader thread until the real server runs, from it after."""
         self._out.write(text.encode())
         self._out.flush()
 
@@ -211,14 +214,17 @@ class FrontDoor:
         return self._lines.get()
 
     def deliver(self, text: str) -> None:
-        """A message of the real server to the host, unless it answers a request replayed to it."""
-        with self._lock:
-            if self._replayed and PRIVATE_ID in text:
-                message = json.loads(text)
-                if isinstance(message, dict) and "method" not in message and message.get("id") in self._replayed:
-                    self._replayed.discard(message["id"])
-                    return
-            self._send(text)
+        """A message of the real server to the host, unless it answers a request replayed to it.
+
+        Called once the real server runs: the reader thread no longer writes, and the SDK writes one
+        message at a time (mcp/server/stdio.py, `stdout_writer`), so no lock is needed.
+        """
+        if self._replayed and PRIVATE_ID in text:
+            message = json.loads(text)
+            if isinstance(message, dict) and "method" not in message and message.get("id") in self._replayed:
+                self._replayed.discard(message["id"])
+                return
+        self._send(text)
 
     def serve(self, server: MCPServer[Any]) -> None:
         """Run `server` on the lines of this front door until the host closes its input."""

@@ -196,9 +196,12 @@ def server_json(current: str) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-async def startup_answers(version: str, *, modern: bool) -> dict[str, Any]:
-    """The server's answer to each start-up request of `version`, by method, as it writes them over stdio."""
-    server = app_factory(Settings(_env_file=None))
+async def startup_answers(version: str, *, modern: bool, settings: Settings | None = None) -> dict[str, Any]:
+    """The server's answer to each start-up request of `version`, by method, as it writes them over stdio.
+
+    Built with default settings; tests pass others to prove that no answer depends on them.
+    """
+    server = app_factory(settings or Settings(_env_file=None))
     to_server, lines = anyio.create_memory_object_stream[str](16)
     to_host, written = anyio.create_memory_object_stream[str](16)
     answers: dict[str, Any] = {}
