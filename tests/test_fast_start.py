@@ -96,6 +96,8 @@ class Wire:
 
 
 def slow_sdk(params: StdioServerParameters, tmp_path: Path, **env: str) -> Wire:
+    """The server, its SDK import held up for SDK_DELAY; the front door on unless `env` says otherwise."""
+    env = {"ONLYSQ_MCP_FAST_START": "true", **env}
     return Wire([sys.executable, "-c", SLOW_SDK, str(SDK_DELAY)], params, tmp_path / "server.log", **env)
 
 

@@ -192,7 +192,8 @@ async def test_huge_non_streamed_chat_body_is_cut_off(make_settings, upstream):
 
 
 async def test_stalled_catalogue_costs_concurrent_calls_one_short_timeout(stdio_params, upstream):
-    params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="1")
+    # Without the stdio front door, the handshake ends once the server has loaded: the calls are timed alone.
+    params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="1", ONLYSQ_MCP_FAST_START="false")
     async with connect(params) as client:
         upstream.add_fault("/ai/models", "delay", delay=30)
         started = time.monotonic()
@@ -218,7 +219,7 @@ async def test_stalled_catalogue_costs_concurrent_calls_one_short_timeout(stdio_
 
 async def test_failing_catalogue_is_not_retried_on_every_call(stdio_params, upstream):
     # With retries on, each failed fetch would cost 0.5 + 1 + 2 s of backoff.
-    params = with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0.5", ONLYSQ_RETRIES="3")
+    params = with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0.5", ONLYSQ_RETRIES="3", ONLYSQ_MCP_FAST_START="false")
     upstream.add_fault("/ai/models", "status", status=503, times=10)
     async with connect(params) as client:
         durations = []
