@@ -36,8 +36,11 @@ SWITCH = "ONLYSQ_MCP_FAST_START"
 VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
-# Ids of the requests replayed to the real server; a client's own ids are never this long string.
+# Ids of the requests replayed to the real server: no client names its requests like this.
 PRIVATE_ID = "onlysq-mcp/fast-start/replayed/"
+# Lines held for the real server before the reader stops reading: the SDK's own reader waits for the
+# server at every line (a zero-size stream, mcp/server/stdio.py); this lets a host's start-up burst through.
+QUEUED_LINES = 256
 LISTS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list", "ping")
 # pydantic's literals for a bool (pydantic-core's str → bool parser), as `Settings` reads the same variable.
 TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
@@ -122,7 +125,7 @@ class FrontDoor:
         self._in = wire_in
         self._out = wire_out
         self._lock = threading.Lock()
-        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lines: queue.Queue[bytes | None] = queue.Queue(QUEUED_LINES)
         self._ready = False
         # The protocol version this connection speaks, once its first request was answered here; "" when
         # the first request was not, and everything goes to the real server.

@@ -36,10 +36,13 @@ SLOW_SDK = """
 import sys, time
 
 DELAY = float(sys.argv[1])
+STRAY = sys.argv[2] == "stray"
 
 class SlowSdk:
     def find_spec(self, name, path=None, target=None):
         if name == "mcp.server":
+            if STRAY:  # the front door keeps it off the wire; Wire fails on any line that is not JSON
+                print("stray output")
             time.sleep(DELAY)
         return None
 
@@ -95,10 +98,11 @@ class Wire:
         return code
 
 
-def slow_sdk(params: StdioServerParameters, tmp_path: Path, **env: str) -> Wire:
-    """The server, its SDK import held up for SDK_DELAY; the front door on unless `env` says otherwise."""
-    env = {"ONLYSQ_MCP_FAST_START": "true", **env}
-    return Wire([sys.executable, "-c", SLOW_SDK, str(SDK_DELAY)], params, tmp_path / "server.log", **env)
+def slow_sdk(params: StdioServerParameters, tmp_path: Path, *, door: bool = True, **env: str) -> Wire:
+    """The server, its SDK import held up for SDK_DELAY (and printing to stdout meanwhile, with the door on)."""
+    env = {"ONLYSQ_MCP_FAST_START": "true" if door else "false", **env}
+    command = [sys.executable, "-c", SLOW_SDK, str(SDK_DELAY), "stray" if door else "quiet"]
+    return Wire(command, params, tmp_path / "server.log", **env)
 
 
 def shipped(version: str, method: str) -> dict[str, Any]:
@@ -181,7 +185,7 @@ def test_start_up_answers_come_before_the_sdk_and_the_rest_after(stdio_params, u
 
 
 def test_switched_off_the_handshake_waits_for_the_sdk(stdio_params, tmp_path):
-    wire = slow_sdk(stdio_params, tmp_path, ONLYSQ_MCP_FAST_START="off")
+    wire = slow_sdk(stdio_params, tmp_path, door=False, ONLYSQ_MCP_FAST_START="off")
     wire.send(fast_start.opening(LATEST, modern=False)[0])
     when, answer = wire.receive(1)[1]
     assert when >= SDK_DELAY
@@ -313,6 +317,18 @@ def test_the_real_servers_duplicate_answers_are_dropped():
     front.deliver(own)
     front.deliver(own)
     assert out.getvalue()[written:].decode() == own * 2
+
+
+def test_a_flood_before_the_server_is_ready_waits_in_a_bounded_queue():
+    count = fast_start.QUEUED_LINES + 50
+    lines = b"".join(json.dumps(request(i, "tools/call", name="x")).encode() + b"\n" for i in range(count))
+    front = fast_start.FrontDoor(SHIPPED["answers"], io.BytesIO(lines), io.BytesIO())
+    reader = threading.Thread(target=front.read, daemon=True)
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive()  # holding the rest of the input until the server takes lines
+    taken = [json.loads(line)["id"] for line in iter(front.next_line, None)]
+    assert taken == list(range(count))
 
 
 @pytest.mark.parametrize(
