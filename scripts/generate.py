@@ -9,8 +9,9 @@
 
 Secrets are the settings typed `SecretStr`; defaults are the model's own.
 
-python scripts/generate.py          # rewrite README.md and server.json
-python scripts/generate.py --check  # exit 1 if any is stale (tests/test_readme.py and test_registry.py check it)
+python scripts/generate.py          # rewrite the three
+python scripts/generate.py --check  # exit 1 if any is stale (tests/test_readme.py, test_registry.py and
+                                    # test_fast_start.py check it)
 """
 
 from __future__ import annotations
