@@ -215,6 +215,32 @@ def test_malformed_lines_get_the_servers_own_errors(stdio_params, tmp_path):
 # --- hosts, with the front door on and off -------------------------------------------------------
 
 
+def answers_to_a_busy_start(params: StdioServerParameters, upstream: Any, log: Path, switch: str) -> dict[Any, Any]:
+    """Every answer to a start that mixes everything, sent at once: a cancellation, errors, log level."""
+    upstream.add_fault("/ai/v2", "delay", delay=3)
+    wire = Wire([params.command, *params.args], params, log, ONLYSQ_MCP_FAST_START=switch)
+    wire.send(INIT, INITIALIZED, request(10, "tools/list"), chat_call(2, "slow"))
+    wire.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}})
+    assert wire.process.stdin is not None
+    wire.process.stdin.write(b"not json\n")
+    wire.send(request(4, "no/such"), request(5, "logging/setLevel", level="debug"), request(6, "prompts/list"))
+    wire.send(request(7, "resources/read", uri="onlysq://jobs/none"), chat_call(8, "fast"))
+    answers = wire.receive(7)  # neither the cancelled call nor the line that is not JSON gets one (SDK)
+    time.sleep(0.5)
+    assert wire._lines.empty()
+    assert wire.close() == 0
+    return {key: body(answer) for key, (_, answer) in answers.items()}
+
+
+def test_nothing_but_speed_changes(stdio_params, upstream, tmp_path):
+    door_on = answers_to_a_busy_start(stdio_params, upstream, tmp_path / "on.log", "true")
+    upstream.reset()
+    door_off = answers_to_a_busy_start(stdio_params, upstream, tmp_path / "off.log", "false")
+    assert door_on == door_off
+    assert door_on[8]["result"]["content"][0]["text"] == "Echo: fast"
+    assert sorted(door_on) == [INIT["id"], 4, 5, 6, 7, 8, 10]
+
+
 @pytest.mark.parametrize("switch", ["true", "false"])
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_hosts_see_the_same_server(stdio_params, upstream, mode, switch):
