@@ -378,6 +378,16 @@ def test_the_switch_reads_as_settings_do(tmp_path, env, dotenv, on):
     assert fast_start.enabled(env, path) is on
 
 
+def test_the_front_door_imports_nothing_heavy():
+    probe = (
+        "import os, sys; import onlysq_mcp.cli; from onlysq_mcp import fast_start as f; f.enabled(os.environ); "
+        "f.fingerprint(); print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pydantic', 'pydantic_settings', 'mcp', 'mcp_types', 'anyio', 'httpx2'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_the_switch_is_a_setting(make_settings):
     assert make_settings().onlysq_mcp_fast_start is True
     assert make_settings(ONLYSQ_MCP_FAST_START="false").onlysq_mcp_fast_start is False
