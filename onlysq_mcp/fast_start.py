@@ -154,7 +154,7 @@ class FrontDoor:
         """Answer `line` here if it is a start-up request; what to forward to the real server."""
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep: the SDK's parser answers it
             message = None
         answer = self._answer(message) if isinstance(message, dict) else None
         if answer is None:
@@ -162,11 +162,12 @@ class FrontDoor:
                 self._untouched = False
             return line
         assert isinstance(message, dict)
+        private = f"{PRIVATE_ID}{self._count + 1}"
+        replay = (json.dumps({**message, "id": private}, ensure_ascii=False) + "\n").encode()
         self._send(json.dumps({"jsonrpc": "2.0", "id": message["id"], **answer}, ensure_ascii=False) + "\n")
         self._count += 1
-        private = f"{PRIVATE_ID}{self._count}"
         self._replayed.add(private)
-        return (json.dumps({**message, "id": private}, ensure_ascii=False) + "\n").encode()
+        return replay
 
     def _answer(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """The shipped answer to `message`, or None when only the real server may answer it."""

@@ -270,7 +270,7 @@ def door(*messages: dict[str, Any] | bytes) -> tuple[list[dict[str, Any]], list[
     while (line := front.next_line()) is not None:
         try:
             forwarded.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             forwarded.append(line)
     return [json.loads(line) for line in out.getvalue().splitlines()], forwarded
 
@@ -316,6 +316,9 @@ def test_a_connection_opened_otherwise_is_the_real_servers():
     assert door(unknown, request(2, "tools/list"))[0] == []
     assert door(request(1, "tools/list"), INIT)[0] == []  # the first request decides the era
     assert door(b"not json\n", INIT)[1][0] == b"not json\n"
+    deep = b"[" * 100_000 + b"\n"  # too deep for json: forwarded, and the door still opens
+    answered, forwarded = door(deep, INIT)
+    assert forwarded[0] == deep and [a["id"] for a in answered] == [INIT["id"]]
 
 
 def test_modern_requests_are_answered_by_their_envelope():
