@@ -306,14 +306,14 @@ def claim_stdio() -> tuple[IO[bytes], IO[bytes]]:
     As the SDK's `stdio_server` does for the streams it owns (mcp/server/stdio.py, `_claim_fd`), so that
     nothing printed by accident, here or in a child process, lands between protocol messages.
     """
-    wire_in = os.fdopen(os.dup(0), "rb")
-    wire_out = os.fdopen(os.dup(1), "wb")
-    sys.stdout.flush()
+    # Each step that can fail comes before the first one that changes fd 0 or 1.
+    wire_in, wire_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
+    sys.stdout.flush()
+    os.dup2(2, 1)
     os.dup2(null, 0)
     os.close(null)
-    os.dup2(2, 1)
-    return wire_in, wire_out
+    return os.fdopen(wire_in, "rb"), os.fdopen(wire_out, "wb")
 
 
 def start(environ: Mapping[str, str]) -> FrontDoor | None:
@@ -326,6 +326,10 @@ def start(environ: Mapping[str, str]) -> FrontDoor | None:
         return None
     if shipped.get("fingerprint") != fingerprint():
         return None
-    front = FrontDoor(shipped["answers"], *claim_stdio())
+    try:
+        wire = claim_stdio()
+    except OSError:  # no descriptors to spare: the SDK's stdio_server copes with that on its own
+        return None
+    front = FrontDoor(shipped["answers"], *wire)
     threading.Thread(target=front.read, name="onlysq-mcp front door", daemon=True).start()
     return front
