@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         config_main(arguments[1:])
         return
     args = parse_args(arguments)
+    front = None
+    if args.transport == "stdio":
+        # Before anything heavy is imported: it answers the host's start-up requests while the rest loads.
+        from .fast_start import start
+
+        front = start(os.environ)
     # Imported after argument parsing so that --help and --version answer at once.
     from .settings import SettingsError, load_settings
 
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     from .server import app_factory
 
     server = app_factory(settings, transport=args.transport)
+    if front is not None:
+        front.serve(server)
+        return
     if args.transport == "stdio":
         server.run("stdio")
         return

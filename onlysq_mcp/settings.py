@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         "Downloads have their own connections, so slow image hosts never hold up upstream calls.",
     )
 
+    onlysq_mcp_fast_start: bool = Field(
+        True,
+        description="stdio only: answer a host's start-up requests (`initialize`, the tool, prompt and resource "
+        "lists) from answers shipped with the package while the server loads; `false` to debug the start.",
+    )
     onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
 
     @field_validator("onlysq_stream", mode="before")

@@ -4,11 +4,14 @@
   order) and of every setting of `onlysq_mcp.settings.Settings`.
 - server.json: one environment variable per setting that applies to its stdio package, so none marked
   `HTTP_ONLY` (keeping extra keys of existing entries, such as `choices` or `placeholder`).
+- onlysq_mcp/data/fast_start.json: the live server's answers to a host's start-up requests, for every
+  protocol version the SDK speaks, which `onlysq_mcp.fast_start` sends while the server loads.
 
 Secrets are the settings typed `SecretStr`; defaults are the model's own.
 
-python scripts/generate.py          # rewrite README.md and server.json
-python scripts/generate.py --check  # exit 1 if either is stale (tests/test_readme.py and test_registry.py check it)
+python scripts/generate.py          # rewrite the three
+python scripts/generate.py --check  # exit 1 if any is stale (tests/test_readme.py, test_registry.py and
+                                    # test_fast_start.py check it)
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ from typing import Any
 import anyio
 from mcp import Client
 from mcp.types import ToolAnnotations
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from onlysq_mcp import fast_start
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.settings import Settings, default_output_dir, is_http_only
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SERVER_JSON = ROOT / "server.json"
+FAST_START = ROOT / "onlysq_mcp" / "data" / "fast_start.json"
 # How the README names a default computed where the server runs; a new computed default must be added here.
 COMPUTED_DEFAULTS: dict[Callable[..., Any], str] = {default_output_dir: "per-user data folder (see below)"}
 
@@ -195,7 +201,41 @@ def server_json(current: str) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-GENERATORS: dict[Path, Callable[[str], str]] = {README: readme, SERVER_JSON: server_json}
+async def startup_answers(version: str, *, modern: bool, settings: Settings | None = None) -> dict[str, Any]:
+    """The server's answer to each start-up request of `version`, by method, as it writes them over stdio.
+
+    Built with default settings; tests pass others to prove that no answer depends on them.
+    """
+    server = app_factory(settings or Settings(_env_file=None))
+    to_server, lines = anyio.create_memory_object_stream[str](16)
+    to_host, written = anyio.create_memory_object_stream[str](16)
+    answers: dict[str, Any] = {}
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(fast_start.serve_lines, server, lines, to_host.send)
+        for message in fast_start.opening(version, modern=modern):
+            await to_server.send(json.dumps(message) + "\n")
+            while "id" in message:
+                answer = json.loads(await written.receive())
+                if answer.get("id") == message["id"]:
+                    answers[message["method"]] = {k: v for k, v in answer.items() if k not in ("jsonrpc", "id")}
+                    break
+        await to_server.aclose()
+    return answers
+
+
+def fast_start_answers(_: str) -> str:
+    """onlysq_mcp/data/fast_start.json: every version's start-up answers, and what they depend on."""
+    versions = [(v, False) for v in HANDSHAKE_PROTOCOL_VERSIONS] + [(v, True) for v in MODERN_PROTOCOL_VERSIONS]
+    answers = {v: anyio.run(lambda v=v, m=m: startup_answers(v, modern=m)) for v, m in versions}
+    doc = {"fingerprint": fast_start.fingerprint(), "answers": answers}
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+GENERATORS: dict[Path, Callable[[str], str]] = {
+    README: readme,
+    SERVER_JSON: server_json,
+    FAST_START: fast_start_answers,
+}
 
 
 def diff(path: Path) -> str:
@@ -207,7 +247,7 @@ def diff(path: Path) -> str:
 
 
 def read(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
 def main() -> None:

@@ -148,7 +148,11 @@ def server_command() -> list[str]:
 
 
 def clean_env(**env: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ONLYSQ_", "YANDEX_"))}
+    # ONLYSQ_MCP_FAST_START passes through: `ONLYSQ_MCP_FAST_START=false pytest` runs every stdio test
+    # without the front door.
+    base = {
+        k: v for k, v in os.environ.items() if k == "ONLYSQ_MCP_FAST_START" or not k.startswith(("ONLYSQ_", "YANDEX_"))
+    }
     return base | env
 
 

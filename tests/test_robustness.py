@@ -227,7 +227,8 @@ async def test_http_server_fetches_the_catalogue_as_it_starts(upstream, tmp_path
 
 async def test_stalled_catalogue_costs_list_models_one_short_timeout(stdio_params, upstream):
     upstream.add_fault("/ai/models", "delay", delay=30)
-    params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="1")
+    # Without the stdio front door, the handshake ends once the server has loaded: the calls are timed alone.
+    params = with_env(stdio_params, ONLYSQ_MCP_MODELS_TIMEOUT="1", ONLYSQ_MCP_FAST_START="false")
     async with connect(params) as client:
         started = time.monotonic()
         listed = await list_models_at_once(client, 3)
@@ -256,7 +257,7 @@ async def list_models_at_once(client: Client, n: int) -> list[Any]:
 
 async def test_failing_catalogue_is_not_retried_on_every_call(stdio_params, upstream):
     # With retries on, each failed fetch would cost 0.5 + 1 + 2 s of backoff.
-    params = with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0.5", ONLYSQ_RETRIES="3")
+    params = with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0.5", ONLYSQ_RETRIES="3", ONLYSQ_MCP_FAST_START="false")
     upstream.add_fault("/ai/models", "status", status=503, times=10)
     async with connect(params) as client:
         durations = []
