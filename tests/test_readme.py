@@ -9,7 +9,7 @@ from onlysq_mcp.server import app_factory
 from scripts import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
+TEST_COMMAND = ".venv/bin/python -m pip install -e '.[test]' && .venv/bin/python -m pytest"
 
 
 def test_readme_reference_is_current():
@@ -37,16 +37,17 @@ def test_a_new_tool_is_documented_after_the_others(monkeypatch):
 
 
 def test_readme_quick_start_installs_into_a_venv_and_prints_the_host_entry():
-    """The first commands a reader copies: a venv (pip on a system Python fails under PEP 668), an install
-    with the venv's own python, then `onlysq-mcp config <host>`; CI runs the README's test command."""
+    """The first screen gives exactly two commands: install into a venv (pip on a system Python fails under
+    PEP 668) and print the host entry; install the test tools and run the tests, as CI runs them."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
-    commands = [line.split("  #")[0].strip() for line in first_block.splitlines() if line.strip()]
-    assert "python3 -m venv .venv" in commands
-    installs = [command for command in commands if "pip install" in command]
-    assert installs and all(command.startswith(".venv/bin/python -m pip install") for command in installs)
-    assert commands[-1].startswith(".venv/bin/onlysq-mcp config ")
-    assert TEST_COMMAND in readme
+    commands = [line for line in first_block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2, commands
+    install, test = commands
+    assert install.startswith("python3 -m venv .venv && .venv/bin/python -m pip install . && ")
+    assert install.split(" && ")[-1].startswith(".venv/bin/onlysq-mcp config ")
+    assert test == TEST_COMMAND
+    assert readme.index(first_block) < len("\n".join(readme.splitlines()[:40]))  # on the first screen
     assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
