@@ -211,15 +211,8 @@ async def generate(ctx: Context, services: Services, request: ImageRequest, dead
     wait = services.settings.onlysq_mcp_image_wait
     progress = GenerationProgress(ctx, request.count)
     async with heartbeats(progress):
-        order: ImageOrder | None = None
-        with anyio.move_on_at(deadline):
-            order = await image_order(services, request)
-        if order is None:
-            raise ToolError(
-                f"Checking the request (the model against the model catalogue) took all of the {wait:g}s this "
-                "call may take (ONLYSQ_MCP_IMAGE_WAIT), so nothing was generated. The catalogue keeps loading: "
-                "call generate_image again in a moment."
-            )
+        # Never waits on the network: model checks use the catalogue at hand (issue 15).
+        order = await image_order(services, request)
         run = ImageRun(services, ctx, order)
         started = services.jobs.start(request.count, order, run.produce)
         progress.job = started
