@@ -35,7 +35,9 @@ def run_config(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
         text=True,
         timeout=60,
         cwd=cwd,
-        env=clean_env(**env) | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+        # Only the variables of the test: the suite may run with ONLYSQ_MCP_FAST_START set (clean_env).
+        env={k: v for k, v in clean_env(**env).items() if k in env or not k.startswith("ONLYSQ_")}
+        | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
 
 
