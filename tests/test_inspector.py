@@ -33,10 +33,13 @@ class Target:
     workdir: Path
 
 
-@pytest.fixture(params=["stdio", "http"])
+# stdio with the front door (the default) and without it (ONLYSQ_MCP_FAST_START=false): a host sees the same.
+@pytest.fixture(params=["stdio", "stdio-no-front-door", "http"])
 def target(request: pytest.FixtureRequest, upstream, tmp_path: Path) -> Target:
-    if request.param == "stdio":
+    if request.param.startswith("stdio"):
         env = upstream_env(upstream.base_url, tmp_path / "images")
+        if request.param == "stdio-no-front-door":
+            env["ONLYSQ_MCP_FAST_START"] = "false"
         env_flags = [flag for key, value in env.items() for flag in ("-e", f"{key}={value}")]
         return Target("stdio", [*env_flags, *server_command()], tmp_path)
     http_server = request.getfixturevalue("http_server")
