@@ -55,7 +55,8 @@ TOOLS: tuple[Tool, ...] = (
         "Generate images",
         hints(read_only=False, idempotent=False),
         "make pictures from a text description (OnlySq `flux` by default; Yandex models when\n"
-        "  configured). Images are saved on the server and returned inline or as previews with resource links.",
+        "  configured). Images are saved on the server and returned inline or as previews with resource links;\n"
+        "  a generation that outlasts the wait returns a job handle: call again with `job` set to it.",
     ),
     Tool(
         describe_image,
