@@ -196,8 +196,8 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         website_url="https://github.com/onlysq-mcp/onlysq-mcp",
         lifespan=lifespan,
         log_level=settings.onlysq_mcp_log_level,
+        tools=tools.sdk_tools(),
     )
-    tools.register(server)
     # Hosts of the 2025-11-25 protocol set the level of the log messages they get (retry notices);
     # answering it also advertises the logging capability. From 2026-07-28 on the SDK routes levels itself.
     server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_client_log_level)

@@ -1,7 +1,8 @@
 """The tools of this server, in one list: each a plain async function with its title and annotations.
 
-The function's docstring is the description the model reads, its annotated parameters the input schema.
-The server registers `TOOLS` in this order; anything that needs the tool list (docs, tests) reads it here.
+The function's docstring is the description the model reads, its annotated parameters the input schema
+(advertised in the portable shape of `portable_schema`). The server registers `TOOLS` in this order;
+anything that needs the tool list (docs, tests) reads it here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool as SdkTool
 from mcp_types import ToolAnnotations
 
 from .image_tools import describe_image, generate_image
@@ -79,6 +80,68 @@ def tool_guide() -> str:
     return "".join(f"- `{tool.name}`: {tool.guide}\n" for tool in TOOLS)
 
 
-def register(server: MCPServer[Any]) -> None:
+def sdk_tools() -> list[SdkTool]:
+    """`TOOLS` as the SDK registers them, each advertising its input schema in the portable shape.
+
+    Only the advertised schema changes: the SDK still validates every call against the function's own
+    pydantic model (`fn_metadata`), so an explicit `null` for an optional parameter is still accepted and
+    a bad value still gets pydantic's error.
+    """
+    registered = []
     for tool in TOOLS:
-        server.add_tool(tool.fn, title=tool.title, description=tool.description, annotations=tool.annotations)
+        sdk_tool = SdkTool.from_function(
+            tool.fn, title=tool.title, description=tool.description, annotations=tool.annotations
+        )
+        sdk_tool.parameters = portable_schema(sdk_tool.parameters)
+        registered.append(sdk_tool)
+    return registered
+
+
+# Keywords left in an input schema that no shaping rule below removes: a parameter typed so that its schema
+# needs one cannot be advertised portably, and is refused at start-up rather than sent to a host.
+UNPORTABLE = frozenset({"anyOf", "oneOf", "allOf", "not", "$ref", "const"})
+
+
+def portable_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` (pydantic's, of a tool's parameters) as every host and model family accepts it.
+
+    Cursor rejects type unions, and Gemini's function calling (an OpenAPI 3.0 subset:
+    https://ai.google.dev/api/caching#Schema) rejects `anyOf`, `$ref`, `const` and `additionalProperties`,
+    also through hosts that pass schemas on unchanged. So: every `$ref` is inlined from `$defs`; an
+    optional parameter (`T | None = None`, `anyOf: [T, null]`) is declared as `T`, without a null default;
+    a single literal (`const`) is a one-value enum and every enum is string-typed; `additionalProperties`
+    goes, and so do the `title`s pydantic derives from the names, which tell the model nothing.
+    """
+    definitions: dict[str, Any] = schema.get("$defs", {})
+
+    def shape(node: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+        node = dict(node)
+        if (ref := node.pop("$ref", None)) is not None:
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                raise TypeError(f"{name} refers to itself: a recursive schema cannot be inlined")
+            return shape({**definitions[name], **node}, (*seen, name))
+        if (variants := node.pop("anyOf", None)) is not None:
+            kept = [variant for variant in variants if variant != {"type": "null"}]
+            if len(kept) != 1:
+                raise TypeError(f"a union of {len(kept)} types has no portable schema: {variants}")
+            return shape({**kept[0], **node}, seen)
+        if "const" in node:
+            node["enum"] = [node.pop("const")]
+        if "enum" in node:
+            if not all(isinstance(value, str) for value in node["enum"]):
+                raise TypeError(f"enum values must be strings: {node['enum']}")
+            node["type"] = "string"
+        if node.get("default", ...) is None:
+            del node["default"]
+        for key in ("$defs", "additionalProperties", "title"):
+            node.pop(key, None)
+        if "properties" in node:
+            node["properties"] = {name: shape(sub, seen) for name, sub in node["properties"].items()}
+        if "items" in node:
+            node["items"] = shape(node["items"], seen)
+        if UNPORTABLE & node.keys() or isinstance(node.get("type"), list):
+            raise TypeError(f"no portable schema for {node}")
+        return node
+
+    return shape(schema, ())

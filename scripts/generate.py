@@ -126,21 +126,17 @@ def cell(text: str) -> str:
 def schema_type(schema: dict) -> str:
     if "enum" in schema:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
-    if "anyOf" in schema:
-        return " or ".join(schema_type(s) for s in schema["anyOf"] if s.get("type") != "null")
+    # Input schemas come plain (`tools.portable_schema`): one type each, no unions, nothing to look up.
     if schema.get("type") == "array":
         return "list"
-    if "$ref" in schema:
-        return "object"
     return schema.get("type", "any")
 
 
 def limits(schema: dict) -> str:
     parts = []
     for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length "), ("maxLength", "max length ")):
-        for candidate in [schema, *schema.get("anyOf", [])]:
-            if key in candidate:
-                parts.append(f"{label}{candidate[key]:,}")
+        if key in schema:
+            parts.append(f"{label}{schema[key]:,}")
     return ", ".join(parts)
 
 
