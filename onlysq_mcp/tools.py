@@ -14,6 +14,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 
+from .host_limits import long_text_meta
 from .image_tools import describe_image, generate_image
 from .text_tools import chat, list_models
 
@@ -78,6 +79,13 @@ def tool_guide() -> str:
     return "".join(f"- `{tool.name}`: {tool.guide}\n" for tool in TOOLS)
 
 
+# Tools whose text result can outgrow a host's default (a chat reply of 100,000 tokens, a full model list).
+LONG_TEXT = frozenset({"chat", "describe_image", "list_models"})
+
+
 def register(server: MCPServer[Any]) -> None:
     for tool in TOOLS:
-        server.add_tool(tool.fn, title=tool.title, description=tool.description, annotations=tool.annotations)
+        meta = long_text_meta() if tool.name in LONG_TEXT else None
+        server.add_tool(
+            tool.fn, title=tool.title, description=tool.description, annotations=tool.annotations, meta=meta
+        )
