@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from .settings import ImageDelivery, Settings
 
-# Claude Code counts an image's data against MAX_MCP_OUTPUT_TOKENS like text ("Tools that return image data
-# are still subject to MAX_MCP_OUTPUT_TOKENS", code.claude.com/docs/en/mcp, "MCP output limits and warnings"),
-# estimating tokens from the size of the base64 rather than from the pixels (anthropics/claude-code#9152,
-# #70010: `base64.length * 0.125` for its Read tool; hangwin/mcp-chrome#163: one screenshot counted as 154,162
-# tokens). Taken at 4 characters a token, the plainest estimate and the dearest of those seen, 60,000 bytes
+# Claude Code counts an image's data against MAX_MCP_OUTPUT_TOKENS ("Tools that return image data are still
+# subject to MAX_MCP_OUTPUT_TOKENS", code.claude.com/docs/en/mcp, "MCP output limits and warnings"), and has
+# been seen to count it by the size of the base64, not the pixels (anthropics/claude-code#9152: a base64 image
+# over the limit; hangwin/mcp-chrome#163: one screenshot counted as 154,162 tokens; #70010: its Read tool
+# takes `base64.length * 0.125`). Even at 4 characters a token, the dearest of these estimates, 60,000 bytes
 # of base64 are 15,000 tokens: the text and structured content of a 4-image result (about 3,000 characters,
 # under 1,000 tokens) leave 9,000 tokens, over a third, of margin under the default 25,000.
 CLAUDE_CODE_INLINE_BUDGET = 60_000
