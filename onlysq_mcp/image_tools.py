@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
+from .host_limits import image_defaults
 from .image_jobs import JOB_PREFIX, KEEP_JOBS, ImageJob, JobStatus
 from .image_sources import ImageInputError, LoadedImage, load_image
 from .images import (
@@ -40,7 +41,7 @@ from .providers.registry import PROVIDERS
 from .services import Services
 from .session_images import announce_list_changed
 from .settings import ImageDelivery
-from .tool_support import progress_of, provider_for, services_of, supports_resource_links
+from .tool_support import host_profile, progress_of, provider_for, services_of, supports_resource_links
 from .upstream import OnRetry, Pacer
 
 # Seeds are unsigned 32-bit: the schema's bound, and where seed+i of a batch wraps around.
@@ -415,6 +416,7 @@ async def images_result(
 
     `resource_link` blocks only for a client that takes them (`supports_resource_links`); the text names
     each image's URI and path either way, for clients without them and for hosts that show only text.
+    Image delivery and budget are the caller's host's defaults unless set (`host_limits.image_defaults`).
     """
     if not saved and not unsaved:
         raise ToolError("No image was generated. " + " | ".join(dict.fromkeys(failures)))
@@ -422,7 +424,8 @@ async def images_result(
     settings = services.settings
     links = supports_resource_links(ctx)
     images = [data for _, data in saved] + [data for data, _ in unsaved]
-    delivery, budget = settings.onlysq_mcp_image_delivery, settings.onlysq_mcp_inline_budget
+    # Each host's own limit sets the defaults (Claude Code counts image data as tokens); settings still win.
+    delivery, budget = image_defaults(settings, host_profile(ctx))
     max_pixels = settings.onlysq_mcp_max_input_pixels
     # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
     # made one after another, so the largest image decides the memory this may take.

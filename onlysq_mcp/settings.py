@@ -154,10 +154,13 @@ class Settings(BaseSettings):
     )
     onlysq_mcp_image_delivery: ImageDelivery = Field(
         ImageDelivery.PREVIEW,
-        description="`inline` full images, `preview` (downscaled when over budget), or `link` (no image data).",
+        description="`inline` full images, `preview` (downscaled when over budget), or `link` (no image data). "
+        "Unset: chosen for the calling host where its limit is known (README, Result size).",
     )
     onlysq_mcp_inline_budget: Annotated[int, Field(ge=10_000)] = Field(
-        700_000, description="Most bytes of base64 image data inlined in one tool result."
+        700_000,
+        description="Most bytes of base64 image data inlined in one tool result. Unset: chosen for the calling "
+        "host where its limit is known (README, Result size).",
     )
     onlysq_mcp_image_wait: Annotated[float, Field(gt=0)] = Field(
         45.0,

@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import is_version_at_least
 
 from .catalogue import KindFilter, ModelEntry, is_kind
+from .host_limits import HostProfile, host_named
 from .providers.base import Capability, OnDelta, Provider
 from .services import Services
 
@@ -30,6 +31,18 @@ def supports_resource_links(ctx: Context) -> bool:
     """
     version = ctx.protocol_version
     return version is not None and is_version_at_least(version, "2025-06-18")
+
+
+def host_profile(ctx: Context) -> HostProfile | None:
+    """What the calling host accepts in a tool result, known from the `clientInfo.name` it sent; None for a
+    host not in `host_limits.HOSTS` or one that sent no name.
+
+    The session's `client_params` hold the `initialize` params, or on 2026-07-28 the ones the SDK builds from
+    the request's `_meta` envelope, present when that names the client (mcp/server/connection.py
+    `Connection.from_envelope`).
+    """
+    params = ctx.session.client_params
+    return host_named(params.client_info.name if params is not None else None)
 
 
 def services_of(ctx: Context) -> Services:

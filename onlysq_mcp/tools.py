@@ -15,6 +15,7 @@ from typing import Any
 from mcp.server.mcpserver.tools import Tool as SdkTool
 from mcp_types import ToolAnnotations
 
+from .host_limits import long_text_meta
 from .image_tools import describe_image, generate_image
 from .text_tools import chat, list_models
 
@@ -26,6 +27,8 @@ class Tool:
     annotations: ToolAnnotations
     # Its line in the server's instructions: when to pick this tool.
     guide: str
+    # A text result that can outgrow a host's default (a long reply, a full model list): say so in `_meta`.
+    long_text: bool = False
 
     @property
     def name(self) -> str:
@@ -50,6 +53,7 @@ TOOLS: tuple[Tool, ...] = (
         hints(read_only=True, idempotent=False),
         "ask another language model (GPT, Gemini, Claude, DeepSeek, Llama, ...) for text: a second opinion,\n"
         "  a translation, a draft. Pass earlier turns in `messages` to continue a conversation.",
+        long_text=True,
     ),
     Tool(
         generate_image,
@@ -65,12 +69,14 @@ TOOLS: tuple[Tool, ...] = (
         hints(read_only=True, idempotent=False),
         "have a vision model look at an image (file path, URL, data URI, or a generated image's\n"
         "  onlysq://images/... URI) and answer a question about it.",
+        long_text=True,
     ),
     Tool(
         list_models,
         "List available models",
         hints(read_only=True, idempotent=True),
         "find model ids before choosing `model` for another tool; filter by kind or text.",
+        long_text=True,
     ),
 )
 
@@ -90,7 +96,11 @@ def sdk_tools() -> list[SdkTool]:
     registered = []
     for tool in TOOLS:
         sdk_tool = SdkTool.from_function(
-            tool.fn, title=tool.title, description=tool.description, annotations=tool.annotations
+            tool.fn,
+            title=tool.title,
+            description=tool.description,
+            annotations=tool.annotations,
+            meta=long_text_meta() if tool.long_text else None,
         )
         sdk_tool.parameters = portable_schema(sdk_tool.parameters)
         registered.append(sdk_tool)
