@@ -30,7 +30,7 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SHARED_TOKEN_NAME = "http-token"
+SHARED_TOKEN_NAME = "shared"
 MAX_TOKENS_FILE_BYTES = 1024 * 1024
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
 NAME = re.compile(r"[^\s:]{1,100}")
