@@ -73,6 +73,10 @@ def parse_tokens_file(text: str) -> dict[str, bytes]:
     return tokens
 
 
+class TokensFileError(ValueError):
+    """The tokens file cannot be used at start-up."""
+
+
 class TokensFile:
     """The tokens file, re-read when its modification time or size changes; a broken edit keeps the last good
     contents (and says so in the log) rather than locking everyone out."""
@@ -94,7 +98,7 @@ class TokensFile:
             tokens = parse_tokens_file(self._path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             if strict:
-                raise ValueError(f"ONLYSQ_MCP_HTTP_TOKENS_FILE {self._path}: {exc}") from None
+                raise TokensFileError(f"ONLYSQ_MCP_HTTP_TOKENS_FILE {self._path}: {exc}") from None
             logger.warning("Keeping the previous tokens: ONLYSQ_MCP_HTTP_TOKENS_FILE %s: %s", self._path, exc)
             return
         self._stamp = stamp

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .auth import ResourceMetadata, resource_metadata, token_verifier
+from .auth import ResourceMetadata, TokensFileError, resource_metadata, token_verifier
 from .settings import Settings
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -470,7 +471,11 @@ def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> No
 
 
 def serve_http(server: MCPServer, settings: Settings, host: str, port: int) -> None:
-    app = build_http_app(server, settings, host)
+    try:
+        app = build_http_app(server, settings, host)
+    except TokensFileError as exc:
+        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
     config = uvicorn.Config(
         app,

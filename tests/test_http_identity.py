@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,15 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from onlysq_mcp.http_app import check_bind
-from tests.helpers import INITIALIZE, MCP_HEADERS, start_http_server, stop_http_server, upstream_env
+from tests.helpers import (
+    INITIALIZE,
+    MCP_HEADERS,
+    clean_env,
+    server_command,
+    start_http_server,
+    stop_http_server,
+    upstream_env,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +249,21 @@ def test_any_auth_mode_allows_a_public_bind(make_settings, tokens_file, key_serv
         "ONLYSQ_MCP_AUTH_JWKS_URL": key_server.url,
     }
     check_bind(make_settings(**oauth), "0.0.0.0", False)
+
+
+def test_a_broken_tokens_file_stops_the_start_naming_the_line_not_its_content(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text(f"alice:{ALICE_TOKEN}\n{BOB_TOKEN}\n")
+    result = subprocess.run(
+        [*server_command(), "--transport", "http", "--port", "1"],
+        env=clean_env(ONLYSQ_MCP_HTTP_TOKENS_FILE=str(path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "ONLYSQ_MCP_HTTP_TOKENS_FILE" in result.stderr and "line 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ALICE_TOKEN not in result.stderr and BOB_TOKEN not in result.stderr
