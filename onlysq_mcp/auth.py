@@ -84,6 +84,7 @@ class TokensFile:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._stamp: tuple[int, int] | None = None
+        self._failure: str | None = None
         self.tokens: dict[str, bytes] = {}
         self.refresh(strict=True)
 
@@ -99,8 +100,12 @@ class TokensFile:
         except (OSError, ValueError) as exc:
             if strict:
                 raise TokensFileError(f"ONLYSQ_MCP_HTTP_TOKENS_FILE {self._path}: {exc}") from None
-            logger.warning("Keeping the previous tokens: ONLYSQ_MCP_HTTP_TOKENS_FILE %s: %s", self._path, exc)
+            if str(exc) != self._failure:
+                # Once per distinct failure: it is checked on every request.
+                logger.warning("Keeping the previous tokens: ONLYSQ_MCP_HTTP_TOKENS_FILE %s: %s", self._path, exc)
+            self._failure = str(exc)
             return
+        self._failure = None
         self._stamp = stamp
         self.tokens = tokens
         logger.info("Read %d tokens from %s", len(tokens), self._path)
@@ -229,7 +234,7 @@ class HttpTokenVerifier:
     """The SDK's `TokenVerifier`: a named token first (cheap, local), then an OAuth access token."""
 
     def __init__(self, shared_token: str | None, tokens_file: TokensFile | None, jwt_verifier: JwtVerifier | None):
-        self._shared = {SHARED_TOKEN_NAME: token_digest(shared_token)} if shared_token is not None else {}
+        self._shared = [(SHARED_TOKEN_NAME, token_digest(shared_token))] if shared_token is not None else []
         self._file = tokens_file
         self._jwt = jwt_verifier
 
@@ -245,11 +250,11 @@ class HttpTokenVerifier:
     def _named(self, token: str) -> str | None:
         if self._file is not None:
             self._file.refresh()
-        entries = {**(self._file.tokens if self._file else {}), **self._shared}
+        entries = [*(self._file.tokens.items() if self._file else ()), *self._shared]
         digest = token_digest(token)
         found = None
         # Every entry is compared, so the time taken does not say which name came close.
-        for name, expected in entries.items():
+        for name, expected in entries:
             if hmac.compare_digest(digest, expected):
                 found = name
         return found

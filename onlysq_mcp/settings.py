@@ -335,6 +335,11 @@ class Settings(BaseSettings):
         for value in (self.onlysq_mcp_auth_issuer, self.onlysq_mcp_auth_audience):
             if value is not None and not value.startswith(("https://", "http://")):
                 raise ValueError("ONLYSQ_MCP_AUTH_ISSUER and ONLYSQ_MCP_AUTH_AUDIENCE must be http(s) URLs")
+        jwks = self.onlysq_mcp_auth_jwks_url
+        if jwks is not None and jwks.scheme != "https" and jwks.host not in ("127.0.0.1", "localhost", "[::1]"):
+            # Keys read over plain HTTP could be swapped on the way, and with them who may call (MCP authorization
+            # spec, "Communication Security": authorization server endpoints are served over HTTPS).
+            raise ValueError("ONLYSQ_MCP_AUTH_JWKS_URL must be an https URL (plain http only on loopback)")
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import threading
 import time
@@ -20,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import ValidationError
 
+from onlysq_mcp.auth import token_verifier
 from onlysq_mcp.http_app import check_bind
 from tests.helpers import (
     INITIALIZE,
@@ -267,3 +270,41 @@ def test_a_broken_tokens_file_stops_the_start_naming_the_line_not_its_content(tm
     assert "ONLYSQ_MCP_HTTP_TOKENS_FILE" in result.stderr and "line 2" in result.stderr
     assert "Traceback" not in result.stderr
     assert ALICE_TOKEN not in result.stderr and BOB_TOKEN not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ONLYSQ_MCP_AUTH_ISSUER": ISSUER}, "are set together"),
+        (
+            {
+                "ONLYSQ_MCP_AUTH_ISSUER": ISSUER,
+                "ONLYSQ_MCP_AUTH_AUDIENCE": AUDIENCE,
+                "ONLYSQ_MCP_AUTH_JWKS_URL": "http://issuer.test/jwks.json",
+            },
+            "must be an https URL",
+        ),
+        (
+            {
+                "ONLYSQ_MCP_AUTH_ISSUER": "issuer.test",
+                "ONLYSQ_MCP_AUTH_AUDIENCE": AUDIENCE,
+                "ONLYSQ_MCP_AUTH_JWKS_URL": "https://issuer.test/jwks.json",
+            },
+            "must be http(s) URLs",
+        ),
+    ],
+)
+def test_oauth_settings_are_refused_when_incomplete_or_unsafe(make_settings, env, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        make_settings(**env)
+
+
+async def test_the_shared_token_and_a_user_named_shared_both_work(make_settings, tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text(f"shared:{ALICE_TOKEN}\n")
+    verifier = token_verifier(make_settings(ONLYSQ_MCP_HTTP_TOKEN=BOB_TOKEN, ONLYSQ_MCP_HTTP_TOKENS_FILE=path))
+    assert verifier is not None
+    for token in (ALICE_TOKEN, BOB_TOKEN):
+        access = await verifier.verify_token(token)
+        assert access is not None and access.subject == "shared"
+    assert await verifier.verify_token(CAROL_TOKEN) is None
