@@ -31,6 +31,7 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 SHARED_TOKEN_NAME = "shared"
+JWK = dict[str, Any]
 MAX_TOKENS_FILE_BYTES = 1024 * 1024
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
 NAME = re.compile(r"[^\s:]{1,100}")
@@ -116,7 +117,7 @@ class JwksCache:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._keys: dict[str | None, JWK] = {}
         self._fetched_at = -JWKS_MIN_REFETCH_SECONDS
         self._lock = anyio.Lock()
 
@@ -124,13 +125,18 @@ class JwksCache:
         stale = time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS
         if stale or kid not in self._keys:
             await self._refetch()
-        key = self._keys.get(kid)
-        if key is None and kid is None and len(self._keys) == 1:
+        entry = self._keys.get(kid)
+        if entry is None and kid is None and len(self._keys) == 1:
             # A token without `kid` from a server with one key (RFC 7515 section 4.1.4 makes `kid` optional).
-            key = next(iter(self._keys.values()))
-        if key is None or key.algorithm_name != alg:
+            entry = next(iter(self._keys.values()))
+        # A key that names its algorithm is used with that one only (RFC 7517 section 4.4); one that does not,
+        # with whichever allowed algorithm fits its type (an RSA key signs RS* and PS* alike).
+        if entry is None or entry.get("alg", alg) != alg:
             return None
-        return key
+        try:
+            return jwt.PyJWK(entry, algorithm=alg)
+        except jwt.PyJWTError:
+            return None
 
     async def _refetch(self) -> None:
         async with self._lock:
@@ -159,22 +165,16 @@ class JwksCache:
         return json.loads(body)
 
 
-def parse_jwks(document: Any) -> dict[str | None, jwt.PyJWK]:
-    """Signing keys of an allowed algorithm; other keys (encryption keys, unknown types) are skipped."""
-    keys: dict[str | None, jwt.PyJWK] = {}
+def parse_jwks(document: Any) -> dict[str | None, JWK]:
+    """Signing keys by key id; encryption keys and keys of other algorithms are left out."""
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("the document has no `keys` list")
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-            continue
-        try:
-            key = jwt.PyJWK(entry)
-        except jwt.PyJWKError:
-            continue
-        if key.algorithm_name in ALGORITHMS:
-            keys[entry.get("kid")] = key
-    return keys
+    return {
+        entry.get("kid"): entry
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("use", "sig") == "sig" and entry.get("alg", "RS256") in ALGORITHMS
+    }
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class JwtVerifier:
             return None
         key = await self._keys.key(kid, alg)
         if key is None:
-            logger.info("Refused an access token: no signing key %r for %s", kid, alg)
+            logger.info("Refused an access token: no signing key %.80r for %s", kid, alg)
             return None
         try:
             claims = jwt.decode(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -80,9 +80,16 @@ def signing_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture(scope="module")
-def key_server(signing_key) -> Iterator[KeyServer]:
+def second_key() -> rsa.RSAPrivateKey:
+    """Published without `alg`, as some authorization servers do."""
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def key_server(signing_key, second_key) -> Iterator[KeyServer]:
     public = json.loads(RSAAlgorithm.to_jwk(signing_key.public_key()))
-    server = KeyServer({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]})
+    other = json.loads(RSAAlgorithm.to_jwk(second_key.public_key()))
+    server = KeyServer({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}, {**other, "kid": "k-any"}]})
     yield server
     server.httpd.shutdown()
 
@@ -139,6 +146,12 @@ async def test_a_valid_access_token_works_and_its_subject_is_logged(id_server, s
     assert token not in log and token.split(".")[2] not in log
 
 
+async def test_a_key_without_alg_verifies_any_algorithm_of_its_type(id_server, second_key):
+    token = access_token(second_key, kid="k-any", algorithm="PS256", sub="user-ps")
+    assert await chat_as(id_server.url, token, "pss") == "Echo: pss"
+    assert "by user-ps" in id_server.log.read_text()
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -151,6 +164,8 @@ async def test_a_valid_access_token_works_and_its_subject_is_logged(id_server, s
         "unknown_kid",
         "alg_none",
         "hs256",
+        "other_alg_than_the_key_names",
+        "key_of_another_type",
     ],
 )
 async def test_bad_access_tokens_are_refused_with_the_metadata_url(id_server, signing_key, case):
@@ -167,6 +182,10 @@ async def test_bad_access_tokens_are_refused_with_the_metadata_url(id_server, si
         "unknown_kid": lambda: access_token(signing_key, kid="k2"),
         "alg_none": lambda: access_token(None, algorithm="none"),
         "hs256": lambda: access_token("a-shared-secret-of-32-bytes-long!", algorithm="HS256"),
+        "other_alg_than_the_key_names": lambda: access_token(signing_key, algorithm="PS256"),
+        "key_of_another_type": lambda: access_token(
+            ec.generate_private_key(ec.SECP256R1()), kid="k-any", algorithm="ES256"
+        ),
     }[case]()
     response = await initialize_status(id_server.url, token)
     assert response.status_code == 401
