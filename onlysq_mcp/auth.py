@@ -24,7 +24,7 @@ import httpx2
 import jwt
 from mcp.server.auth.provider import AccessToken
 from starlette.routing import Route, Router
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 
 from .settings import Settings
 
@@ -305,15 +305,8 @@ def resource_metadata(settings: Settings) -> ResourceMetadata | None:
         validate_token_resource=False,  # JwtVerifier checks `aud` itself.
     )
     assert auth.resource_server_url is not None
-    routes = create_protected_resource_routes(auth.resource_server_url, [auth.issuer_url])
+    routes = create_protected_resource_routes(auth.resource_server_url, [auth.issuer_url], resource_name="onlysq-mcp")
     if routes[0].path != ROOT_METADATA_PATH:
         routes.append(Route(ROOT_METADATA_PATH, endpoint=routes[0].endpoint, methods=["GET", "OPTIONS"]))
     paths = frozenset(route.path for route in routes)
     return ResourceMetadata(str(build_resource_metadata_url(auth.resource_server_url)), paths, Router(routes=routes))
-
-
-def principal(scope: Scope) -> str | None:
-    """Who made this request, once the bearer check passed: a token's name, or an access token's `sub`."""
-    user = scope.get("user")
-    access = getattr(user, "access_token", None)
-    return access.subject if isinstance(access, AccessToken) else None

@@ -23,12 +23,14 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
+from onlysq_mcp import auth
 from onlysq_mcp.auth import token_verifier
 from onlysq_mcp.http_app import check_bind
 from tests.helpers import (
     INITIALIZE,
     MCP_HEADERS,
     clean_env,
+    free_port,
     server_command,
     start_http_server,
     stop_http_server,
@@ -52,7 +54,7 @@ def new_key() -> rsa.RSAPrivateKey:
 class KeyServer:
     """A JWKS endpoint in a thread, counting how often it is read."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
+    def __init__(self, document: dict[str, Any], delay: float = 0) -> None:
         body = json.dumps(document).encode()
         self.fetches = 0
         owner = self
@@ -60,6 +62,7 @@ class KeyServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.fetches += 1
+                time.sleep(delay)
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -327,3 +330,38 @@ async def test_the_shared_token_and_a_user_named_shared_both_work(make_settings,
         access = await verifier.verify_token(token)
         assert access is not None and access.subject == "shared"
     assert await verifier.verify_token(CAROL_TOKEN) is None
+
+
+def oauth_env(jwks_url: str) -> dict[str, str]:
+    return {
+        "ONLYSQ_MCP_AUTH_ISSUER": ISSUER,
+        "ONLYSQ_MCP_AUTH_AUDIENCE": AUDIENCE,
+        "ONLYSQ_MCP_AUTH_JWKS_URL": jwks_url,
+    }
+
+
+@pytest.mark.parametrize("kind", ["oversized", "slow", "not_json", "unreachable"])
+async def test_a_bad_key_server_means_401_within_the_time_limit(make_settings, signing_key, monkeypatch, kind):
+    monkeypatch.setattr(auth, "JWKS_TIMEOUT_SECONDS", 0.5)
+    public = json.loads(RSAAlgorithm.to_jwk(signing_key.public_key()))
+    key = {**public, "kid": "k1", "alg": "RS256"}
+    server = None
+    if kind == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    else:
+        document = {
+            "oversized": {"keys": [key], "padding": "x" * auth.MAX_JWKS_BYTES},
+            "slow": {"keys": [key]},
+            "not_json": [],
+        }[kind]
+        server = KeyServer(document, delay=3 if kind == "slow" else 0)
+        url = server.url
+    try:
+        verifier = token_verifier(make_settings(**oauth_env(url)))
+        assert verifier is not None
+        started = time.monotonic()
+        assert await verifier.verify_token(access_token(signing_key)) is None
+        assert time.monotonic() - started < 2
+    finally:
+        if server is not None:
+            server.httpd.shutdown()
