@@ -7,12 +7,12 @@ Imported only for `--transport http`, so stdio start-up does not pay for the web
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import json
 import logging
 import math
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -21,15 +21,20 @@ from dataclasses import dataclass
 import anyio
 import h11
 import uvicorn
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .auth import ResourceMetadata, TokensFileError, resource_metadata, token_verifier
 from .settings import Settings
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -87,38 +92,66 @@ async def refuse(
 
 
 class BearerTokenMiddleware:
-    """Every HTTP request must carry exactly one `Authorization: Bearer <token>`; compared in constant time.
+    """Every HTTP request must carry exactly one `Authorization: Bearer <token>` that the verifier accepts
+    (auth.py: a named token, compared in constant time, or an OAuth access token). The caller's principal goes
+    into the scope as the SDK's `AuthenticatedUser`, where its session manager binds sessions to it and
+    `get_access_token()` finds it (AuthContextMiddleware, mcp/server/auth/middleware/auth_context.py).
 
     The scheme is case-insensitive (RFC 9110 section 11.1; RFC 6750 section 2.1 for the `Bearer` form).
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = token.encode()
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, metadata_url: str | None = None) -> None:
+        self.app = AuthContextMiddleware(app)
+        self._verifier = verifier
+        self._challenge = 'Bearer realm="onlysq-mcp"'
+        if metadata_url is not None:
+            # Where an MCP client finds the authorization server (RFC 9728 section 5.1).
+            self._challenge += f', resource_metadata="{metadata_url}"'
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            values = [value for name, value in scope["headers"] if name == b"authorization"]
-            if len(values) > 1:
-                # Two credentials leave it open which one a proxy or the server checked: refuse both.
-                await refuse(send, 400, "bad_request", "Send exactly one Authorization header.")
-                return
-            if not self._matches(values[0] if values else b""):
-                await refuse(
-                    send,
-                    401,
-                    "unauthorized",
-                    "Send the server's token as `Authorization: Bearer <token>` (in the header, never in the URL).",
-                    [(b"www-authenticate", b'Bearer realm="onlysq-mcp"')],
-                )
-                return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(values) > 1:
+            # Two credentials leave it open which one a proxy or the server checked: refuse both.
+            await refuse(send, 400, "bad_request", "Send exactly one Authorization header.")
+            return
+        access = await self._verify(values[0] if values else b"")
+        if access is None:
+            challenge = self._challenge + (', error="invalid_token"' if values else "")
+            await refuse(
+                send,
+                401,
+                "unauthorized",
+                "Send your token as `Authorization: Bearer <token>` (in the header, never in the URL).",
+                [(b"www-authenticate", challenge.encode())],
+            )
+            return
+        logger.debug("%s %s by %s", scope["method"], scope["path"], access.subject)
+        scope = dict(scope, user=AuthenticatedUser(access), auth=AuthCredentials(access.scopes))
         await self.app(scope, receive, send)
 
-    def _matches(self, authorization: bytes) -> bool:
+    async def _verify(self, authorization: bytes) -> AccessToken | None:
         scheme, _, token = authorization.partition(b" ")
-        # Compared whatever the scheme, so the time taken says nothing about which part was wrong.
-        same_token = hmac.compare_digest(token.strip(b" "), self._expected)
-        return same_token and scheme.lower() == b"bearer"
+        if scheme.lower() != b"bearer":
+            return None
+        return await self._verifier.verify_token(token.strip(b" ").decode("latin-1"))
+
+
+class ServeResourceMetadata:
+    """Answers the protected-resource metadata paths before the bearer check: a client reads them to learn
+    where to get a token (RFC 9728 section 3)."""
+
+    def __init__(self, app: ASGIApp, metadata: ResourceMetadata) -> None:
+        self.app = app
+        self._metadata = metadata
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self._metadata.paths:
+            await self._metadata.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class DropQueryString:
@@ -413,23 +446,36 @@ def build_http_app(server: MCPServer, settings: Settings, host: str) -> ASGIApp:
         per_client=settings.onlysq_mcp_max_sessions_per_client,
         unused_timeout=settings.onlysq_mcp_unused_session_timeout,
     )
-    if settings.onlysq_mcp_http_token is not None:
-        app = BearerTokenMiddleware(app, settings.onlysq_mcp_http_token.get_secret_value())
-    return DropQueryString(app)
+    return DropQueryString(with_auth(app, settings))
+
+
+def with_auth(app: ASGIApp, settings: Settings) -> ASGIApp:
+    verifier = token_verifier(settings)
+    if verifier is None:
+        return app
+    metadata = resource_metadata(settings)
+    app = BearerTokenMiddleware(app, verifier, metadata.url if metadata else None)
+    return ServeResourceMetadata(app, metadata) if metadata else app
 
 
 def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> None:
-    if is_loopback(host) or settings.onlysq_mcp_http_token is not None or allow_unauthenticated:
+    if is_loopback(host) or settings.http_auth_configured or allow_unauthenticated:
         return
     raise UnsafeBindError(
         f"refusing to serve on {host} without a token: anyone who can reach it could spend your API keys and "
-        "read the results. Set ONLYSQ_MCP_HTTP_TOKEN, serve on 127.0.0.1, or pass --allow-unauthenticated "
+        "read the results. Set ONLYSQ_MCP_HTTP_TOKEN, ONLYSQ_MCP_HTTP_TOKENS_FILE or ONLYSQ_MCP_AUTH_ISSUER "
+        "(with ONLYSQ_MCP_AUTH_AUDIENCE and ONLYSQ_MCP_AUTH_JWKS_URL), serve on 127.0.0.1, or pass "
+        "--allow-unauthenticated "
         "if something in front of this server already checks who connects."
     )
 
 
 def serve_http(server: MCPServer, settings: Settings, host: str, port: int) -> None:
-    app = build_http_app(server, settings, host)
+    try:
+        app = build_http_app(server, settings, host)
+    except TokensFileError as exc:
+        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
     config = uvicorn.Config(
         app,

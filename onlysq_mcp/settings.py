@@ -197,6 +197,33 @@ class Settings(BaseSettings):
         description="HTTP only: when set, every request must carry `Authorization: Bearer <token>`.",
         json_schema_extra=HTTP_ONLY,
     )
+    onlysq_mcp_http_tokens_file: Path | None = Field(
+        None,
+        description="HTTP only: a file of `name:token` lines (or `name:sha256:<hex of the token's SHA-256>`), "
+        "one per user; `#` comments and blank lines are ignored. A request carrying one of the tokens acts as "
+        "its name. Re-read when it changes.",
+        json_schema_extra=HTTP_ONLY,
+    )
+    onlysq_mcp_auth_issuer: str | None = Field(
+        None,
+        description="HTTP only: OAuth 2.1 resource-server mode. The `iss` of the access tokens (JWTs) to accept, "
+        "exactly as the authorization server writes it; also published as the authorization server in "
+        "`/.well-known/oauth-protected-resource`. Set together with ONLYSQ_MCP_AUTH_AUDIENCE and "
+        "ONLYSQ_MCP_AUTH_JWKS_URL.",
+        json_schema_extra=HTTP_ONLY,
+    )
+    onlysq_mcp_auth_audience: str | None = Field(
+        None,
+        description="HTTP only: this server's public URL (e.g. `https://mcp.example.com/mcp`): the `aud` an "
+        "access token must name, and the `resource` of the protected-resource metadata.",
+        json_schema_extra=HTTP_ONLY,
+    )
+    onlysq_mcp_auth_jwks_url: HttpUrl | None = Field(
+        None,
+        description="HTTP only: where the authorization server publishes the keys that sign its access tokens "
+        "(its `jwks_uri`).",
+        json_schema_extra=HTTP_ONLY,
+    )
     onlysq_mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="HTTP only: extra `Host` header values to accept (comma-separated, `name:*` for any port), "
@@ -300,6 +327,36 @@ class Settings(BaseSettings):
         if has_credential and not self.yandex_folder_id:
             raise ValueError("YANDEX_FOLDER_ID must be set when YANDEX_API_KEY or YANDEX_IAM_TOKEN is set")
         return self
+
+    @model_validator(mode="after")
+    def _oauth_complete(self) -> Settings:
+        oauth = (self.onlysq_mcp_auth_issuer, self.onlysq_mcp_auth_audience, self.onlysq_mcp_auth_jwks_url)
+        if any(value is not None for value in oauth) and None in oauth:
+            raise ValueError(
+                "ONLYSQ_MCP_AUTH_ISSUER, ONLYSQ_MCP_AUTH_AUDIENCE and ONLYSQ_MCP_AUTH_JWKS_URL are set together"
+            )
+        for value in (self.onlysq_mcp_auth_issuer, self.onlysq_mcp_auth_audience):
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise ValueError("ONLYSQ_MCP_AUTH_ISSUER and ONLYSQ_MCP_AUTH_AUDIENCE must be http(s) URLs")
+        jwks = self.onlysq_mcp_auth_jwks_url
+        if jwks is not None and jwks.scheme != "https" and jwks.host not in ("127.0.0.1", "localhost", "[::1]"):
+            # Keys read over plain HTTP could be swapped on the way, and with them who may call (MCP authorization
+            # spec, "Communication Security": authorization server endpoints are served over HTTPS).
+            raise ValueError("ONLYSQ_MCP_AUTH_JWKS_URL must be an https URL (plain http only on loopback)")
+        return self
+
+    @property
+    def oauth_configured(self) -> bool:
+        return self.onlysq_mcp_auth_jwks_url is not None
+
+    @property
+    def http_auth_configured(self) -> bool:
+        """Whether some check of who connects is on: a shared token, a tokens file, or OAuth access tokens."""
+        return (
+            self.onlysq_mcp_http_token is not None
+            or self.onlysq_mcp_http_tokens_file is not None
+            or self.oauth_configured
+        )
 
     @property
     def yandex_configured(self) -> bool:
