@@ -30,6 +30,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .health import HealthRoutes
 from .settings import Settings
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -399,23 +400,30 @@ def max_request_body(settings: Settings) -> int:
     return max(DEFAULT_MAX_REQUEST_BODY_SIZE, base64_size + BODY_HEADROOM)
 
 
-def build_http_app(server: MCPServer, settings: Settings, host: str) -> ASGIApp:
+def build_http_app(server: MCPServer, settings: Settings, host: str, *, stateless: bool = False) -> ASGIApp:
+    """`stateless` (or ONLYSQ_MCP_STATELESS): the SDK's stateless mode, where every request is served on its
+    own and no session outlives it (`_handle_stateless_request`, mcp/server/streamable_http_manager.py)."""
+    stateless = stateless or settings.onlysq_mcp_stateless
     app: ASGIApp = server.streamable_http_app(
         transport_security=transport_security(settings, host),
         host=bind_address(host),
         max_request_body_size=max_request_body(settings),
         session_idle_timeout=settings.onlysq_mcp_session_idle_timeout,
+        stateless_http=stateless,
     )
     app = ExplainBodyLimit(app, max_request_body(settings))
-    app = SessionGuard(
-        app,
-        server.session_manager,
-        per_client=settings.onlysq_mcp_max_sessions_per_client,
-        unused_timeout=settings.onlysq_mcp_unused_session_timeout,
-    )
+    if not stateless:
+        # Without sessions there is nothing to cap, and every request would count as one being opened.
+        app = SessionGuard(
+            app,
+            server.session_manager,
+            per_client=settings.onlysq_mcp_max_sessions_per_client,
+            unused_timeout=settings.onlysq_mcp_unused_session_timeout,
+        )
     if settings.onlysq_mcp_http_token is not None:
         app = BearerTokenMiddleware(app, settings.onlysq_mcp_http_token.get_secret_value())
-    return DropQueryString(app)
+    # The probes answer outside the token and `Host` checks (health.py says why).
+    return HealthRoutes(DropQueryString(app), settings)
 
 
 def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> None:
@@ -428,8 +436,8 @@ def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> No
     )
 
 
-def serve_http(server: MCPServer, settings: Settings, host: str, port: int) -> None:
-    app = build_http_app(server, settings, host)
+def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
+    app = build_http_app(server, settings, host, stateless=stateless)
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
     config = uvicorn.Config(
         app,

@@ -1,0 +1,188 @@
+"""Deployment behind a load balancer or in Kubernetes, through real HTTP server processes: stateless
+replicas sharing one output folder, the probe endpoints, JSON logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+
+import httpx2
+import pytest
+from mcp import Client
+
+from onlysq_mcp.redaction import RedactingJsonFormatter, Redactor
+from tests.helpers import (
+    HTTP_TOKEN,
+    INITIALIZE,
+    MCP_HEADERS,
+    TEST_KEY,
+    free_port,
+    start_http_server,
+    stop_http_server,
+    upstream_env,
+)
+
+pytestmark = pytest.mark.anyio
+
+TOOL_CALL = {
+    "jsonrpc": "2.0",
+    "id": 2,
+    "method": "tools/call",
+    "params": {"name": "chat", "arguments": {"prompt": "no session"}},
+}
+
+
+def sse_result(response: httpx2.Response) -> dict:
+    """The JSON-RPC message of a one-event SSE (or plain JSON) answer."""
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()
+    [data] = [line.removeprefix("data:").strip() for line in response.text.splitlines() if line.startswith("data:")]
+    return json.loads(data)
+
+
+async def test_stateless_replicas_share_images_by_uri(upstream, tmp_path):
+    folder = tmp_path / "images"
+    env = upstream_env(upstream.base_url, folder, ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT="1")
+    replica_a = start_http_server(env, tmp_path, "--stateless")
+    replica_b = start_http_server(env | {"ONLYSQ_MCP_STATELESS": "true"}, tmp_path)
+    try:
+        async with Client(replica_a.url, mode="legacy") as via_a:
+            result = await via_a.call_tool("generate_image", {"prompt": "shared"})
+            [image] = result.structured_content["images"]
+        async with Client(replica_b.url, mode="legacy") as via_b:
+            read = await via_b.read_resource(image["uri"])
+            listed = await via_b.list_resources()
+        # Sessions are not counted: more clients at once than ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT all work.
+        async with Client(replica_b.url, mode="legacy") as one, Client(replica_b.url, mode="legacy") as two:
+            answers = [await one.call_tool("chat", {"prompt": "1"}), await two.call_tool("chat", {"prompt": "2"})]
+
+        async with httpx2.AsyncClient(timeout=30) as http:
+            opened = await http.post(replica_a.url, json=INITIALIZE, headers=MCP_HEADERS)
+            # A call that never saw an `initialize` on this replica, without a session id: served.
+            called = await http.post(
+                replica_b.url, json=TOOL_CALL, headers=MCP_HEADERS | {"mcp-protocol-version": "2025-11-25"}
+            )
+    finally:
+        stop_http_server(replica_a)
+        stop_http_server(replica_b)
+
+    assert base64.b64decode(read.contents[0].blob) == (folder / image["uri"].rsplit("/", 1)[1]).read_bytes()
+    # No session, so no per-session list: images are reached by the URIs in results.
+    assert [str(r.uri) for r in listed.resources] == ["onlysq://models"]
+    assert [a.content[0].text for a in answers] == ["Echo: 1", "Echo: 2"]
+    assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
+    assert called.status_code == 200
+    assert sse_result(called)["result"]["content"][0]["text"] == "Echo: no session"
+
+
+async def test_stateful_by_default(upstream, tmp_path):
+    server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
+    try:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            opened = await http.post(server.url, json=INITIALIZE, headers=MCP_HEADERS)
+            called = await http.post(
+                server.url, json=TOOL_CALL, headers=MCP_HEADERS | {"mcp-protocol-version": "2025-11-25"}
+            )
+    finally:
+        stop_http_server(server)
+    assert opened.status_code == 200 and "mcp-session-id" in opened.headers
+    assert called.status_code == 400  # a session server refuses a call outside a session
+
+
+@pytest.fixture
+def token_server(upstream, tmp_path):
+    env = upstream_env(upstream.base_url, tmp_path / "images", ONLYSQ_MCP_HTTP_TOKEN=HTTP_TOKEN)
+    server = start_http_server(env, tmp_path)
+    yield server
+    stop_http_server(server)
+
+
+def probe_url(server, path: str) -> str:
+    return server.url.removesuffix("/mcp") + path
+
+
+async def test_probes_answer_without_token_or_known_host(token_server, upstream):
+    # A kubelet sends the pod's IP as Host and no token.
+    headers = {"host": "10.1.2.3:8000"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        live = await http.get(probe_url(token_server, "/healthz"), headers=headers)
+        ready = [await http.get(probe_url(token_server, "/readyz"), headers=headers) for _ in range(4)]
+        head = await http.head(probe_url(token_server, "/healthz"), headers=headers)
+        mcp = await http.post(token_server.url, json=INITIALIZE, headers=MCP_HEADERS)
+        other = await http.get(probe_url(token_server, "/healthz/x"), headers=headers)
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert [(r.status_code, r.json()) for r in ready] == [(200, {"status": "ready"})] * 4
+    assert head.status_code == 200 and head.content == b""
+    # Everything else still needs the token.
+    assert mcp.status_code == 401 and other.status_code == 401
+    # Readiness was checked once for the four probes: they cannot hammer the upstream.
+    assert len(upstream.requests_to("/")) == 1
+    assert "onlysq" not in live.text + ready[0].text
+
+
+@pytest.mark.parametrize("down", ["closed port", "503"])
+async def test_not_ready_when_upstream_is_down(upstream, tmp_path, down):
+    if down == "503":
+        base_url = upstream.base_url
+        upstream.add_fault("/", "status", status=503, message=f"upstream broke, key {TEST_KEY}")
+    else:
+        base_url = f"http://127.0.0.1:{free_port()}"
+    server = start_http_server(upstream_env(base_url, tmp_path / "images"), tmp_path)
+    try:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            live = await http.get(probe_url(server, "/healthz"))
+            ready = await http.get(probe_url(server, "/readyz"))
+    finally:
+        stop_http_server(server)
+    assert live.status_code == 200
+    assert (ready.status_code, ready.json()) == (503, {"status": "not ready"})
+    log = server.log.read_text()
+    assert "Not ready: the OnlySq API" in log and TEST_KEY not in log
+
+
+async def test_not_ready_when_the_output_folder_is_not_writable(upstream, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    server = start_http_server(upstream_env(upstream.base_url, blocker / "images"), tmp_path)
+    try:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            ready = await http.get(probe_url(server, "/readyz"))
+    finally:
+        stop_http_server(server)
+    assert (ready.status_code, ready.json()) == (503, {"status": "not ready"})
+    assert "Not ready: cannot write to the output folder" in server.log.read_text()
+    assert "a file" not in ready.text
+
+
+async def test_json_logs_are_objects_one_a_line(upstream, tmp_path):
+    upstream.add_fault("/", "status", status=503)
+    env = upstream_env(upstream.base_url, tmp_path / "images", ONLYSQ_MCP_LOG_FORMAT="json")
+    server = start_http_server(env, tmp_path)
+    try:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            await http.get(probe_url(server, "/readyz"))
+        async with Client(server.url, mode="legacy") as client:
+            await client.call_tool("chat", {"prompt": "logged"})
+    finally:
+        stop_http_server(server)
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    assert len(lines) > 3 and all(set(line) == {"time", "level", "logger", "message"} for line in lines)
+    [not_ready] = [line for line in lines if line["message"].startswith("Not ready")]
+    assert not_ready["level"] == "WARNING" and not_ready["logger"] == "onlysq_mcp.health"
+    assert not_ready["time"].endswith("Z") and "T" in not_ready["time"]
+
+
+def test_json_log_lines_are_masked_before_encoding():
+    secret = 'se"cr\\et-value'
+    formatter = RedactingJsonFormatter(Redactor([secret]))
+    try:
+        raise ValueError(f"upstream said {secret}")
+    except ValueError:
+        record = logging.getLogger("t").makeRecord("t", logging.ERROR, __file__, 1, "key %s", (secret,), sys.exc_info())
+    line = formatter.format(record)
+    message = json.loads(line)["message"]
+    assert message.startswith("key ***\nTraceback") and "upstream said ***" in message
+    # Neither the secret nor its JSON-escaped form is in the line, which is one line.
+    assert secret not in line and json.dumps(secret)[1:-1] not in line and "\n" not in line
