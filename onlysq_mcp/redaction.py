@@ -91,9 +91,6 @@ class RedactingJsonFormatter(logging.Formatter):
     otherwise hide a secret from the mask.
     """
 
-    # UTC, so that lines of replicas in different zones sort together.
-    converter = time.gmtime
-
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self._redact = redact
@@ -105,7 +102,8 @@ class RedactingJsonFormatter(logging.Formatter):
         if record.stack_info:
             message += "\n" + self.formatStack(record.stack_info)
         line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            # UTC, so that lines of replicas in different zones sort together.
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": self._redact(message),
