@@ -8,11 +8,13 @@ import json
 import logging
 import sys
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
 
 from onlysq_mcp.redaction import RedactingJsonFormatter, Redactor
+from tests.fake_upstream import CHAT_PATH
 from tests.helpers import (
     HTTP_TOKEN,
     INITIALIZE,
@@ -21,6 +23,7 @@ from tests.helpers import (
     free_port,
     start_http_server,
     stop_http_server,
+    text_of,
     upstream_env,
 )
 
@@ -54,9 +57,17 @@ async def test_stateless_replicas_share_images_by_uri(upstream, tmp_path):
         async with Client(replica_b.url, mode="legacy") as via_b:
             read = await via_b.read_resource(image["uri"])
             listed = await via_b.list_resources()
-        # Sessions are not counted: more clients at once than ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT all work.
-        async with Client(replica_b.url, mode="legacy") as one, Client(replica_b.url, mode="legacy") as two:
-            answers = [await one.call_tool("chat", {"prompt": "1"}), await two.call_tool("chat", {"prompt": "2"})]
+        # Sessions are not counted: more calls at once than ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT all work.
+        upstream.add_fault(CHAT_PATH, "delay", delay=0.5, times=3)
+        answers: dict[str, str] = {}
+
+        async def ask(prompt: str) -> None:
+            async with Client(replica_b.url, mode="legacy") as client:
+                answers[prompt] = text_of(await client.call_tool("chat", {"prompt": prompt}))
+
+        async with anyio.create_task_group() as calls:
+            for prompt in "123":
+                calls.start_soon(ask, prompt)
 
         async with httpx2.AsyncClient(timeout=30) as http:
             opened = await http.post(replica_a.url, json=INITIALIZE, headers=MCP_HEADERS)
@@ -71,7 +82,7 @@ async def test_stateless_replicas_share_images_by_uri(upstream, tmp_path):
     assert base64.b64decode(read.contents[0].blob) == (folder / image["uri"].rsplit("/", 1)[1]).read_bytes()
     # No session, so no per-session list: images are reached by the URIs in results.
     assert [str(r.uri) for r in listed.resources] == ["onlysq://models"]
-    assert [a.content[0].text for a in answers] == ["Echo: 1", "Echo: 2"]
+    assert answers == {"1": "Echo: 1", "2": "Echo: 2", "3": "Echo: 3"}
     assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
     assert called.status_code == 200
     assert sse_result(called)["result"]["content"][0]["text"] == "Echo: no session"
