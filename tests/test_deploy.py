@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
+import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -197,3 +200,57 @@ def test_json_log_lines_are_masked_before_encoding():
     assert message.startswith("key ***\nTraceback") and "upstream said ***" in message
     # Neither the secret nor its JSON-escaped form is in the line, which is one line.
     assert secret not in line and json.dumps(secret)[1:-1] not in line and "\n" not in line
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_is_slim_non_root_with_a_healthcheck_and_no_secrets():
+    instructions = dockerfile_instructions()
+    [base] = [args for name, args in instructions if name == "FROM"]
+    assert re.fullmatch(r"python:3\.1[1-9]-slim", base)
+    users = [args for name, args in instructions if name == "USER"]
+    assert users and users[-1] not in ("root", "0") and not users[-1].startswith(("root:", "0:"))
+    # The user is set before the command runs, after everything that needs root.
+    assert [name for name, _ in instructions].index("USER") > max(
+        i for i, (name, _) in enumerate(instructions) if name == "RUN"
+    )
+    assert [args for name, args in instructions if name == "EXPOSE"] == ["8000"]
+    installs = [args for name, args in instructions if name == "RUN" and "pip install" in args]
+    assert installs and all("--no-cache-dir" in args for args in installs)
+    assert json.loads(dict(instructions)["CMD"])[:5] == ["onlysq-mcp", "--transport", "http", "--host", "0.0.0.0"]
+    # Nothing secret is baked into the image: keys and the token come at run time.
+    for name, args in instructions:
+        if name in ("ENV", "ARG"):
+            assert not re.search(r"(KEY|TOKEN|SECRET|PASSWORD)\w*\s*=", args, re.IGNORECASE), args
+    # Everything copied exists, and nothing else (a local .env) gets into the build context.
+    for name, args in instructions:
+        if name == "COPY":
+            assert all((ROOT / source).exists() for source in args.split()[:-1])
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored and not any(line.startswith("!.env") for line in ignored)
+
+
+def healthcheck_command(port: int) -> list[str]:
+    [check] = [args for name, args in dockerfile_instructions() if name == "HEALTHCHECK"]
+    command = json.loads(check.split("CMD", 1)[1])
+    assert command[0] == "python" and "/healthz" in command[-1]
+    return [sys.executable, *command[1:-1], command[-1].replace(":8000/", f":{port}/")]
+
+
+async def test_the_dockerfile_healthcheck_probes_a_running_server(upstream, tmp_path):
+    server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
+    try:
+        alive = subprocess.run(healthcheck_command(server.port), capture_output=True, timeout=10)
+    finally:
+        stop_http_server(server)
+    stopped = subprocess.run(healthcheck_command(server.port), capture_output=True, timeout=10)
+    assert alive.returncode == 0, alive.stderr
+    assert stopped.returncode != 0
