@@ -54,9 +54,19 @@ async def test_stateless_replicas_share_images_by_uri(upstream, tmp_path):
     replica_a = start_http_server(env, tmp_path, "--stateless")
     replica_b = start_http_server(env | {"ONLYSQ_MCP_STATELESS": "true"}, tmp_path)
     try:
+        upstream.chat_reply = "An answer that arrives in many small pieces. " * 4
+        upstream.stream_chunk_delay = 0.02
+        progress: list[float] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(done)
+
         async with Client(replica_a.url, mode="legacy") as via_a:
             result = await via_a.call_tool("generate_image", {"prompt": "shared"})
             [image] = result.structured_content["images"]
+            # Notifications about a request travel on that request's own answer: progress still arrives.
+            streamed = await via_a.call_tool("chat", {"prompt": "stream"}, progress_callback=on_progress)
+        upstream.reset()
         async with Client(replica_b.url, mode="legacy") as via_b:
             read = await via_b.read_resource(image["uri"])
             listed = await via_b.list_resources()
@@ -85,6 +95,7 @@ async def test_stateless_replicas_share_images_by_uri(upstream, tmp_path):
     assert base64.b64decode(read.contents[0].blob) == (folder / image["uri"].rsplit("/", 1)[1]).read_bytes()
     # No session, so no per-session list: images are reached by the URIs in results.
     assert [str(r.uri) for r in listed.resources] == ["onlysq://models"]
+    assert text_of(streamed) == "An answer that arrives in many small pieces. " * 4 and len(progress) >= 2
     assert answers == {"1": "Echo: 1", "2": "Echo: 2", "3": "Echo: 3"}
     assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
     assert called.status_code == 200
