@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 
 from onlysq_mcp.redaction import RedactingJsonFormatter, Redactor
+from onlysq_mcp.settings import Settings
 from tests.fake_upstream import CHAT_PATH
 from tests.helpers import (
     HTTP_TOKEN,
@@ -265,3 +266,14 @@ async def test_the_dockerfile_healthcheck_probes_a_running_server(upstream, tmp_
     stopped = subprocess.run(healthcheck_command(server.port), capture_output=True, timeout=10)
     assert alive.returncode == 0, alive.stderr
     assert stopped.returncode != 0
+
+
+def test_the_deployment_guide_matches_the_image_and_the_settings():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    [user] = [args for name, args in dockerfile_instructions() if name == "USER"]
+    assert f"runAsUser: {user}" in guide and "replicas: 2" in guide
+    assert re.search(r"livenessProbe:\s+httpGet:\s+path: /healthz", guide)
+    assert re.search(r"readinessProbe:\s+httpGet:\s+path: /readyz", guide)
+    # Every setting the guide names exists, spelled as the server reads it.
+    named = set(re.findall(r"\b(?:ONLYSQ|YANDEX)_[A-Z0-9_]+\b", guide))
+    assert named and named <= {name.upper() for name in Settings.model_fields}, named
