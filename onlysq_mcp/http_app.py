@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .health import HealthRoutes
 from .settings import Settings
+from .telemetry import configure_tracing
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -439,6 +441,7 @@ def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> No
 def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
     app = build_http_app(server, settings, host, stateless=stateless)
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
+    configure_tracing(os.environ)
     config = uvicorn.Config(
         app,
         host=bind_address(host),

@@ -4,12 +4,15 @@ replicas sharing one output folder, the probe endpoints, JSON logs."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import logging
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import httpx2
@@ -18,6 +21,7 @@ from mcp import Client
 
 from onlysq_mcp.redaction import RedactingJsonFormatter, Redactor
 from onlysq_mcp.settings import Settings
+from onlysq_mcp.telemetry import configure_tracing
 from tests.fake_upstream import CHAT_PATH
 from tests.helpers import (
     HTTP_TOKEN,
@@ -277,3 +281,68 @@ def test_the_deployment_guide_matches_the_image_and_the_settings():
     # Every setting the guide names exists, spelled as the server reads it.
     named = set(re.findall(r"\b(?:ONLYSQ|YANDEX)_[A-Z0-9_]+\b", guide))
     assert named and named <= {name.upper() for name in Settings.model_fields}, named
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace collector that keeps what it receives."""
+
+    received: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if self.path == "/v1/traces":
+            self.received.append(body)
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def exported_spans(bodies: list[bytes]) -> list[tuple[str, str]]:
+    """(service name, span name) of every span in OTLP/HTTP export requests."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                spans += [(attributes.get("service.name", ""), span.name) for span in scope.spans]
+    return spans
+
+
+async def test_traces_are_exported_when_an_otlp_endpoint_is_set(upstream, tmp_path):
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    Collector.received.clear()
+    env = upstream_env(
+        upstream.base_url,
+        tmp_path / "images",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    server = start_http_server(env, tmp_path)
+    try:
+        async with Client(server.url, mode="legacy") as client:
+            await client.call_tool("chat", {"prompt": "traced"})
+        with anyio.fail_after(10):
+            while ("onlysq-mcp", "tools/call chat") not in exported_spans(Collector.received):
+                await anyio.sleep(0.05)
+    finally:
+        stop_http_server(server)
+        collector.shutdown()
+    assert "Exporting OpenTelemetry traces" in server.log.read_text()
+
+
+def test_without_the_exporter_tracing_is_off_with_one_warning(monkeypatch, caplog):
+    assert configure_tracing({}) is False
+    assert not caplog.records
+    # As when the `otel` group is not installed.
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)
+    with caplog.at_level(logging.WARNING):
+        assert configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}) is False
+    [warning] = caplog.records
+    assert "pip install 'onlysq-mcp[otel]'" in warning.getMessage() and "\n" not in warning.getMessage()
