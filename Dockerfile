@@ -9,9 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ONLYSQ_MCP_OUTPUT_DIR=/data/images
 
+# `--build-arg EXTRAS=[otel]` adds the OpenTelemetry exporter.
+ARG EXTRAS=""
 COPY pyproject.toml README.md LICENSE /tmp/src/
 COPY onlysq_mcp /tmp/src/onlysq_mcp
-RUN pip install --no-cache-dir /tmp/src && rm -rf /tmp/src
+RUN pip install --no-cache-dir "/tmp/src${EXTRAS}" && rm -rf /tmp/src
 
 # A fixed numeric id, so that `runAsNonRoot` can verify it and a shared volume can be made writable for it.
 RUN useradd --system --uid 10001 --create-home --home-dir /home/onlysq onlysq \
