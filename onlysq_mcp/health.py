@@ -105,3 +105,15 @@ class HealthRoutes:
             await answer(send, 200, "ready", head_only)
         else:
             await answer(send, 503, "not ready", head_only)
+
+
+class QuietProbes(logging.Filter):
+    """Leaves successful probes out of uvicorn's access log: a line from every kubelet every few seconds
+    would bury the requests. Its record's arguments are (client, method, path, HTTP version, status)
+    (uvicorn/protocols/http/h11_impl.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 5 and args[2] in (LIVE_PATH, READY_PATH):
+            return args[4] != 200
+        return True

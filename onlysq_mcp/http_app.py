@@ -31,7 +31,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .health import HealthRoutes
+from .health import HealthRoutes, QuietProbes
 from .settings import Settings
 from .telemetry import configure_tracing
 
@@ -441,6 +441,7 @@ def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> No
 def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
     app = build_http_app(server, settings, host, stateless=stateless)
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
+    logging.getLogger("uvicorn.access").addFilter(QuietProbes())
     configure_tracing(os.environ)
     config = uvicorn.Config(
         app,

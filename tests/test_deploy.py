@@ -170,6 +170,8 @@ async def test_not_ready_when_upstream_is_down(upstream, tmp_path, down):
     assert (ready.status_code, ready.json()) == (503, {"status": "not ready"})
     log = server.log.read_text()
     assert "Not ready: the OnlySq API" in log and TEST_KEY not in log
+    # A failing probe is in the access log, a passing one is not.
+    assert '"GET /readyz HTTP/1.1" 503' in log and "/healthz" not in log
 
 
 async def test_not_ready_when_the_output_folder_is_not_writable(upstream, tmp_path):
