@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HTTP only: serve on a non-loopback address without ONLYSQ_MCP_HTTP_TOKEN "
         "(only behind something that already checks who connects).",
     )
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        help="HTTP only: no MCP sessions, every request served on its own (as ONLYSQ_MCP_STATELESS=true), "
+        "for replicas behind a load balancer without sticky sessions.",
+    )
     parser.add_argument("--version", action="version", version=f"onlysq-mcp {__version__}")
     return parser.parse_args(argv)
 
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     except UnsafeBindError as exc:
         print(f"onlysq-mcp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    serve_http(server, settings, args.host, args.port)
+    serve_http(server, settings, args.host, args.port, stateless=args.stateless)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -110,10 +116,12 @@ def configure_logging(settings: Settings) -> None:
     The formatter masks a record's final text, tracebacks included; warnings are routed through logging
     so that theirs is masked too.
     """
-    from .redaction import RedactingFormatter, Redactor
+    from .redaction import RedactingFormatter, RedactingJsonFormatter, Redactor
 
+    redact = Redactor(settings.secrets())
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(Redactor(settings.secrets()), LOG_FORMAT))
+    json_lines = settings.onlysq_mcp_log_format == "json"
+    handler.setFormatter(RedactingJsonFormatter(redact) if json_lines else RedactingFormatter(redact, LOG_FORMAT))
     logging.basicConfig(level=settings.onlysq_mcp_log_level, handlers=[handler])
     logging.captureWarnings(True)
     if settings.onlysq_mcp_log_level != "DEBUG":

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -35,7 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .auth import ResourceMetadata, TokensFileError, resource_metadata, token_verifier
+from .health import HealthRoutes, QuietProbes
 from .settings import Settings
+from .telemetry import configure_tracing
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -432,21 +435,28 @@ def max_request_body(settings: Settings) -> int:
     return max(DEFAULT_MAX_REQUEST_BODY_SIZE, base64_size + BODY_HEADROOM)
 
 
-def build_http_app(server: MCPServer, settings: Settings, host: str) -> ASGIApp:
+def build_http_app(server: MCPServer, settings: Settings, host: str, *, stateless: bool = False) -> ASGIApp:
+    """`stateless` (or ONLYSQ_MCP_STATELESS): the SDK's stateless mode, where every request is served on its
+    own and no session outlives it (`_handle_stateless_request`, mcp/server/streamable_http_manager.py)."""
+    stateless = stateless or settings.onlysq_mcp_stateless
     app: ASGIApp = server.streamable_http_app(
         transport_security=transport_security(settings, host),
         host=bind_address(host),
         max_request_body_size=max_request_body(settings),
         session_idle_timeout=settings.onlysq_mcp_session_idle_timeout,
+        stateless_http=stateless,
     )
     app = ExplainBodyLimit(app, max_request_body(settings))
-    app = SessionGuard(
-        app,
-        server.session_manager,
-        per_client=settings.onlysq_mcp_max_sessions_per_client,
-        unused_timeout=settings.onlysq_mcp_unused_session_timeout,
-    )
-    return DropQueryString(with_auth(app, settings))
+    if not stateless:
+        # Without sessions there is nothing to cap, and every request would count as one being opened.
+        app = SessionGuard(
+            app,
+            server.session_manager,
+            per_client=settings.onlysq_mcp_max_sessions_per_client,
+            unused_timeout=settings.onlysq_mcp_unused_session_timeout,
+        )
+    # The probes answer outside the token and `Host` checks (health.py says why).
+    return HealthRoutes(DropQueryString(with_auth(app, settings)), settings)
 
 
 def with_auth(app: ASGIApp, settings: Settings) -> ASGIApp:
@@ -470,13 +480,15 @@ def check_bind(settings: Settings, host: str, allow_unauthenticated: bool) -> No
     )
 
 
-def serve_http(server: MCPServer, settings: Settings, host: str, port: int) -> None:
+def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
     try:
-        app = build_http_app(server, settings, host)
+        app = build_http_app(server, settings, host, stateless=stateless)
     except TokensFileError as exc:
         print(f"onlysq-mcp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
+    logging.getLogger("uvicorn.access").addFilter(QuietProbes())
+    configure_tracing(os.environ)
     config = uvicorn.Config(
         app,
         host=bind_address(host),

@@ -50,6 +50,11 @@ class ImageDelivery(StrEnum):
     LINK = "link"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class StreamMode(StrEnum):
     """When a chat answer is streamed from the upstream (ONLYSQ_STREAM)."""
 
@@ -259,6 +264,13 @@ class Settings(BaseSettings):
         description="HTTP only: seconds an idle keep-alive connection stays open between requests.",
         json_schema_extra=HTTP_ONLY,
     )
+    onlysq_mcp_stateless: bool = Field(
+        False,
+        description="HTTP only: serve every request on its own, with no MCP session between requests, so any "
+        "replica behind a load balancer without sticky sessions can answer it. Images are then reached by the "
+        "URIs in tool results only (no per-session resource list, no list-changed notifications).",
+        json_schema_extra=HTTP_ONLY,
+    )
     onlysq_mcp_file_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders `describe_image` may read local files from, separated by `:` (`;` on Windows). "
@@ -282,6 +294,11 @@ class Settings(BaseSettings):
         "lists) from answers shipped with the package while the server loads; `false` to debug the start.",
     )
     onlysq_mcp_log_level: str = Field("INFO", description="Log level on stderr: DEBUG, INFO, WARNING, ERROR.")
+    onlysq_mcp_log_format: LogFormat = Field(
+        LogFormat.TEXT,
+        description="Log lines on stderr: `text` for people, or `json` (one object a line with time, level, "
+        "logger and message) for log collectors.",
+    )
 
     @field_validator("onlysq_stream", mode="before")
     @classmethod
