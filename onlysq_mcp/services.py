@@ -221,6 +221,7 @@ def build_services(
             local_files=transport == "stdio",
             file_roots=settings.onlysq_mcp_file_roots,
             allow_private_urls=settings.onlysq_mcp_allow_private_urls,
+            proxy=settings.onlysq_mcp_proxy,
         ),
         decodes=DecodeBudget(DECODE_BUDGET, MAX_DECODES),
         redact=redact,

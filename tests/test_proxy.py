@@ -9,6 +9,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
 
+from onlysq_mcp.host_config import server_env
 from onlysq_mcp.server import app_factory
 from onlysq_mcp.settings import Settings, SettingsError, load_settings
 from tests.forward_proxy import ForwardProxy
@@ -77,6 +78,17 @@ async def test_a_dead_proxy_is_a_tool_error_naming_the_setting(make_settings, up
     assert not upstream.requests_to("/ai/v2")
 
 
+async def test_a_dead_proxy_fails_an_image_download_naming_the_setting(make_settings, upstream):
+    port = free_port()
+    settings = make_settings(ONLYSQ_MCP_PROXY=f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    async with Client(app_factory(settings)) as client:
+        result = await client.call_tool("describe_image", {"image": "http://93.184.215.14/cat.png"})
+    assert result.is_error
+    text = text_of(result)
+    assert f"could not reach the proxy http://127.0.0.1:{port} (ONLYSQ_MCP_PROXY)" in text
+    assert PROXY_PASSWORD not in text and PROXY_USER not in text
+
+
 async def test_describe_image_downloads_through_the_proxy_at_the_checked_address(make_settings, upstream, proxy, web):
     settings = make_settings(ONLYSQ_MCP_PROXY=proxy.url(), ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true")
     async with Client(app_factory(settings)) as client:
@@ -113,3 +125,11 @@ def test_proxy_credentials_are_secrets(monkeypatch, tmp_path):
     settings = Settings()
     assert settings.onlysq_mcp_proxy == "socks5h://proxyuser:pa%40ss-word@proxy.example:1080"
     assert {"proxyuser", "pa%40ss-word", "pa@ss-word"} <= set(settings.secrets())
+
+
+def test_a_proxy_with_credentials_is_a_secret_in_host_configs(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ONLYSQ_MCP_PROXY", f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128")
+    assert "ONLYSQ_MCP_PROXY" in server_env(Settings()).secret_names
+    monkeypatch.setenv("ONLYSQ_MCP_PROXY", "http://proxy.example:3128")
+    assert "ONLYSQ_MCP_PROXY" not in server_env(Settings()).secret_names
