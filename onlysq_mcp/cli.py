@@ -29,7 +29,8 @@ when they launch it. With --transport http it serves streamable HTTP at http://H
 EPILOG = """\
 Configuration comes from environment variables or a .env file in the working directory, e.g.
 ONLYSQ_API_KEY (default: the public key `openai`), ONLYSQ_BASE_URL, ONLYSQ_CHAT_MODEL, YANDEX_API_KEY,
-YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN. The README lists them all.
+YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN, ONLYSQ_MCP_PROXY (HTTPS_PROXY and the like are
+ignored). The README lists them all; an unknown ONLYSQ_* or YANDEX_* name gets a warning at start.
 Logs go to stderr.
 
 `onlysq-mcp config {claude-desktop,claude-code,cursor,vscode}` prints the entry that launches this
