@@ -299,17 +299,17 @@ class Settings(BaseSettings):
         # Messages never repeat the value: it may carry a password.
         if value is None:
             return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in PROXY_SCHEMES:
+            raise ValueError("must start with http://, https://, socks5:// or socks5h://")
+        if not parts.hostname:
+            raise ValueError("has no host name; expected e.g. http://proxy.example:3128")
         try:
-            parts = urlsplit(value.strip())
             port_ok = parts.port != 0  # reading `port` raises ValueError for one that is no number up to 65535
         except ValueError:
             port_ok = False
         if not port_ok:
             raise ValueError("has no valid port; expected e.g. http://proxy.example:3128")
-        if parts.scheme.lower() not in PROXY_SCHEMES:
-            raise ValueError("must start with http://, https://, socks5:// or socks5h://")
-        if not parts.hostname:
-            raise ValueError("has no host name; expected e.g. http://proxy.example:3128")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be scheme://[user:password@]host[:port], without a path, query or fragment")
         return parts._replace(path="").geturl()
@@ -343,15 +343,13 @@ class Settings(BaseSettings):
         # Every `SecretStr` setting, found by its type: a new secret setting is masked without a list to update.
         values = [getattr(self, name) for name in type(self).model_fields]
         found = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
-        for url in (self.onlysq_base_url, self.yandex_base_url):
-            for part in (url.username, url.password):
-                if part:
-                    found += [part, unquote(part)]
+        userinfo = [(url.username, url.password) for url in (self.onlysq_base_url, self.yandex_base_url)]
         if self.onlysq_mcp_proxy:
             proxy = urlsplit(self.onlysq_mcp_proxy)
-            for part in (proxy.username, proxy.password):
-                if part:
-                    found += [part, unquote(part)]
+            userinfo.append((proxy.username, proxy.password))
+        for part in (part for pair in userinfo for part in pair):
+            if part:
+                found += [part, unquote(part)]
         return [value for value in dict.fromkeys(found) if value and value != PUBLIC_ONLYSQ_KEY]
 
 
