@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -9,11 +10,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from mcp import StdioServerParameters
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
 
 from onlysq_mcp import __version__
 from onlysq_mcp.cli import TERMINAL_NOTE, unknown_variables
+from onlysq_mcp.http_app import GRACEFUL_SHUTDOWN_SECONDS
 from tests.helpers import TEST_KEY, YANDEX_KEY, server_command, start_http_server, stop_http_server, upstream_env
+
+pytestmark = pytest.mark.anyio
 
 PROXY_PASSWORD = "pr0xy-s3cret"
 
@@ -132,11 +138,25 @@ def test_at_a_terminal_it_says_what_it_is_and_one_ctrl_c_ends_it(stdio_params):
     assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr, stderr.decode()
 
 
-def test_http_server_ends_on_one_ctrl_c(upstream, tmp_path: Path):
+async def test_http_server_ends_on_one_ctrl_c_with_a_call_in_flight(upstream, tmp_path: Path):
+    upstream.add_fault("/ai/v2", "hold", delay=60)
     server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
     try:
-        server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(timeout=10) in (0, 130)
+        async with Client(server.url) as client, anyio.create_task_group() as tasks:
+
+            async def call() -> None:
+                with contextlib.suppress(Exception):  # the call is cut off by the shutdown
+                    await client.call_tool("chat", {"prompt": "a slow one"})
+
+            tasks.start_soon(call)
+            while not upstream.requests_to("/ai/v2"):
+                await anyio.sleep(0.05)
+            server.process.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            while server.process.poll() is None and time.monotonic() - started < GRACEFUL_SHUTDOWN_SECONDS + 5:
+                await anyio.sleep(0.1)
+            tasks.cancel_scope.cancel()
+        assert server.process.poll() in (0, 130)
     finally:
         stop_http_server(server)
     log = server.log.read_text()
