@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -25,7 +29,8 @@ when they launch it. With --transport http it serves streamable HTTP at http://H
 EPILOG = """\
 Configuration comes from environment variables or a .env file in the working directory, e.g.
 ONLYSQ_API_KEY (default: the public key `openai`), ONLYSQ_BASE_URL, ONLYSQ_CHAT_MODEL, YANDEX_API_KEY,
-YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN. The README lists them all.
+YANDEX_FOLDER_ID, ONLYSQ_MCP_OUTPUT_DIR, ONLYSQ_MCP_HTTP_TOKEN, ONLYSQ_MCP_PROXY (HTTPS_PROXY and the like are
+ignored). The README lists them all; an unknown ONLYSQ_* or YANDEX_* name gets a warning at start.
 Logs go to stderr.
 
 `onlysq-mcp config {claude-desktop,claude-code,cursor,vscode}` prints the entry that launches this
@@ -66,6 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+TERMINAL_NOTE = (
+    "onlysq-mcp is an MCP server: it waits for an MCP host on stdin/stdout, so typing here does nothing useful. "
+    "`onlysq-mcp config <host>` prints the entry that lets a host launch it (see the README). Ctrl-C to quit."
+)
+# Variables with these prefixes are this server's: one it does not know is most likely a typo.
+PREFIXES = ("ONLYSQ_", "YANDEX_")
+# Exit status of a process ended by SIGINT, as shells report it (128 + 2).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["config"]:
@@ -75,39 +90,102 @@ def main(argv: list[str] | None = None) -> None:
         config_main(arguments[1:])
         return
     args = parse_args(arguments)
+    signal.signal(signal.SIGINT, quit_at_once)
     front = None
     if args.transport == "stdio":
+        if sys.stdin is not None and sys.stdin.isatty():
+            say(TERMINAL_NOTE)
         # Before anything heavy is imported: it answers the host's start-up requests while the rest loads.
         from .fast_start import start
 
         front = start(os.environ)
     # Imported after argument parsing so that --help and --version answer at once.
-    from .settings import SettingsError, load_settings
+    from .settings import Settings, SettingsError, load_settings
 
+    # Before the settings are read: a misspelt name may be why they are invalid.
+    for warning in unknown_variables(os.environ, Path(str(Settings.model_config.get("env_file")))):
+        say(warning)
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        say(f"onlysq-mcp: {exc}")
         raise SystemExit(2) from None
 
     configure_logging(settings)
     from .server import app_factory
 
     server = app_factory(settings, transport=args.transport)
-    if front is not None:
-        front.serve(server)
-        return
     if args.transport == "stdio":
-        server.run("stdio")
+        say(start_line(settings, "stdio"))
+        if front is not None:
+            front.serve(server)
+        else:
+            server.run("stdio")
         return
     from .http_app import UnsafeBindError, check_bind, serve_http
 
     try:
         check_bind(settings, args.host, args.allow_unauthenticated)
     except UnsafeBindError as exc:
-        print(f"onlysq-mcp: {exc}", file=sys.stderr)
+        say(f"onlysq-mcp: {exc}")
         raise SystemExit(2) from None
+    host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+    say(start_line(settings, f"streamable HTTP at http://{host}:{args.port}/mcp"))
     serve_http(server, settings, args.host, args.port, stateless=args.stateless)
+
+
+def say(line: str) -> None:
+    """One line for the person at the terminal or in the host's log: stderr, as stdout carries the protocol."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def quit_at_once(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C ends the process at once, without a traceback.
+
+    Python's own handler raises KeyboardInterrupt in the main thread, while the stdio reader threads stay
+    blocked on their input and keep the process alive until a second or third Ctrl-C. Over HTTP uvicorn
+    installs its own handler while it serves (a graceful shutdown), then restores this one and raises the
+    signal again (uvicorn/server.py, `capture_signals`): this ends the process after that shutdown.
+    """
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
+def start_line(settings: Settings, transport: str) -> str:
+    """What this process is and where it works, in one line: version, transport, output folder, providers, proxy."""
+    from .providers.registry import PROVIDERS
+    from .redaction import Redactor, display_url
+
+    providers = ", ".join(kind.title for kind in PROVIDERS if kind.configured(settings))
+    proxy = f"; proxy {display_url(settings.onlysq_mcp_proxy)}" if settings.onlysq_mcp_proxy else ""
+    line = (
+        f"onlysq-mcp {__version__} over {transport}; images saved to {settings.onlysq_mcp_output_dir}; "
+        f"providers: {providers}{proxy}"
+    )
+    return Redactor(settings.secrets())(line)
+
+
+def unknown_variables(environ: Mapping[str, str], env_file: Path) -> list[str]:
+    """A warning for each ONLYSQ_*/YANDEX_* variable (environment or `.env`) that is no setting, with the closest one."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    from .settings import Settings
+
+    known = list(Settings.model_fields)
+    sources = [(name, "") for name in environ]
+    if env_file.is_file():
+        sources += [(name, f" (in {env_file})") for name in dotenv_values(env_file)]
+    warnings = []
+    for name, where in dict.fromkeys(sources):
+        # Settings are read case-insensitively.
+        if not name.upper().startswith(PREFIXES) or name.lower() in known:
+            continue
+        closest = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0].upper()}?" if closest else "; the README lists every setting."
+        warnings.append(f"onlysq-mcp: warning: {name}{where} is not a setting of onlysq-mcp and is ignored{hint}")
+    return warnings
 
 
 def configure_logging(settings: Settings) -> None:

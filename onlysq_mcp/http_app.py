@@ -45,6 +45,9 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 # Room in a request body besides the base64 image: the JSON-RPC envelope and a 10,000-character question,
 # escaped as `\uXXXX` at worst.
 BODY_HEADROOM = 128 * 1024
+# On Ctrl-C or SIGTERM, calls in flight get this long to finish before they are cancelled: without a bound
+# uvicorn waits for every open connection, and one Ctrl-C would not end a server with a slow call running.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 SESSION_HEADER = MCP_SESSION_ID_HEADER.lower().encode()
 PROTOCOL_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.lower().encode()
 
@@ -182,6 +185,15 @@ class MaskQueryInAccessLog(logging.Filter):
             path, _, query = args[2].partition("?")
             record.args = (*args[:2], f"{path}?{QUERY_VALUE.sub('=***', query)}", *args[3:])
         return True
+
+
+class QuietShutdownCancel(logging.Filter):
+    """Calls still running after `GRACEFUL_SHUTDOWN_SECONDS` are cancelled; uvicorn logs one line saying so
+    ("Cancel N running task(s)"), then a traceback per call (`Exception in ASGI application`,
+    uvicorn/protocols/http/h11_impl.py, `run_asgi`) that says nothing more: those are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 class ExplainBodyLimit:
@@ -488,6 +500,7 @@ def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, s
         raise SystemExit(2) from None
     logging.getLogger("uvicorn.access").addFilter(MaskQueryInAccessLog())
     logging.getLogger("uvicorn.access").addFilter(QuietProbes())
+    logging.getLogger("uvicorn.error").addFilter(QuietShutdownCancel())
     configure_tracing(os.environ)
     config = uvicorn.Config(
         app,
@@ -495,6 +508,7 @@ def serve_http(server: MCPServer, settings: Settings, host: str, port: int, *, s
         port=port,
         http=request_timeout_protocol(settings.onlysq_mcp_http_request_timeout),
         timeout_keep_alive=settings.onlysq_mcp_http_keep_alive_timeout,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         log_level=settings.onlysq_mcp_log_level.lower(),
         log_config=None,
     )

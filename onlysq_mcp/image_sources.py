@@ -21,6 +21,7 @@ import anyio
 import httpx2
 
 from .images import RESOURCE_PREFIX, ImageStore, StoredImageTooLarge, sniff_mime
+from .redaction import display_url
 
 WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
 BASE64_TEXT = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
@@ -54,6 +55,8 @@ class InputPolicy:
     local_files: bool = True
     file_roots: list[Path] = field(default_factory=list)
     allow_private_urls: bool = False
+    # ONLYSQ_MCP_PROXY, which a failed download then names.
+    proxy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,22 @@ async def fetch(url: str, http: httpx2.AsyncClient, policy: InputPolicy) -> Load
     except (TimeoutError, httpx2.TimeoutException):
         raise ImageInputError(f"fetching {shown(url)} timed out; download it and pass the file instead.") from None
     except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-        raise ImageInputError(f"fetching {shown(url)} failed ({type(exc).__name__}).") from None
+        raise ImageInputError(
+            f"fetching {shown(url)} failed{proxy_part(exc, policy)} ({type(exc).__name__})."
+        ) from None
     return checked(body, f"image at {shown(url)}", max_bytes)
+
+
+def proxy_part(exc: Exception, policy: InputPolicy) -> str:
+    """What the proxy had to do with a failed download: with one set, it is the only host connected to here."""
+    if not policy.proxy:
+        return ""
+    proxy = f"the proxy {display_url(policy.proxy)} (ONLYSQ_MCP_PROXY)"
+    if isinstance(exc, httpx2.ConnectError):
+        return f": could not reach {proxy}; check that it is running, or correct the setting"
+    if isinstance(exc, httpx2.ProxyError):
+        return f": {proxy} could not reach the image's host"
+    return ""
 
 
 async def download(url: str, http: httpx2.AsyncClient, policy: InputPolicy) -> bytes:

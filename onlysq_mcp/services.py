@@ -140,9 +140,16 @@ class Runtime:
             max_connections=settings.onlysq_mcp_max_concurrency,
             max_keepalive_connections=settings.onlysq_mcp_max_concurrency,
         )
-        # trust_env off: a stray proxy variable must not reroute calls that carry API keys.
-        # Image jobs belong to the server run, not to the request that started them.
-        build = functools.partial(httpx2.AsyncClient, timeout=timeout, headers=headers, limits=limits, trust_env=False)
+        # trust_env off: a stray proxy variable must not reroute calls that carry API keys; only the
+        # operator's own ONLYSQ_MCP_PROXY does. Image jobs belong to the server run, not to the request that started them.
+        build = functools.partial(
+            httpx2.AsyncClient,
+            timeout=timeout,
+            headers=headers,
+            limits=limits,
+            trust_env=False,
+            proxy=settings.onlysq_mcp_proxy,
+        )
         async with (
             LazyClient(build) as http,
             LazyClient(functools.partial(download_client, settings, headers)) as downloads,
@@ -176,11 +183,17 @@ def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.Async
 
     No keep-alive: each download connects to an address pinned by IP (`image_sources.pinned_get`), and a
     kept connection would be reused for any other host name at that IP, under the first name's TLS check.
-    No proxy from the environment: the address checked must be the address contacted.
+    No proxy from the environment: the address checked must be the address contacted. ONLYSQ_MCP_PROXY is
+    used, as the way out of this network for every call: the request names the checked IP (an
+    absolute-form URL, a CONNECT or SOCKS target), so the proxy contacts that address and resolves no name
+    (the TLS name check stays the host's, `sni_hostname`). The name is still resolved here, before the
+    call: a network where only the proxy can resolve names cannot fetch image URLs.
     """
     timeout = httpx2.Timeout(FETCH_SECONDS, connect=settings.onlysq_connect_timeout)
     limits = httpx2.Limits(max_connections=settings.onlysq_mcp_max_downloads, max_keepalive_connections=0)
-    return httpx2.AsyncClient(timeout=timeout, headers=headers, limits=limits, trust_env=False)
+    return httpx2.AsyncClient(
+        timeout=timeout, headers=headers, limits=limits, trust_env=False, proxy=settings.onlysq_mcp_proxy
+    )
 
 
 def build_services(
@@ -208,6 +221,7 @@ def build_services(
             local_files=transport == "stdio",
             file_roots=settings.onlysq_mcp_file_roots,
             allow_private_urls=settings.onlysq_mcp_allow_private_urls,
+            proxy=settings.onlysq_mcp_proxy,
         ),
         decodes=DecodeBudget(DECODE_BUDGET, MAX_DECODES),
         redact=redact,
@@ -234,4 +248,5 @@ class UpstreamFactory:
             max_body_bytes=settings.onlysq_mcp_max_response_bytes,
             max_image_bytes=settings.onlysq_mcp_max_image_bytes,
             redact=self._redact,
+            proxy=settings.onlysq_mcp_proxy,
         )

@@ -14,7 +14,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, HttpUrl, JsonValue, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -70,6 +70,10 @@ class StreamMode(StrEnum):
 # The spellings pydantic reads as a boolean, which ONLYSQ_STREAM accepted before it had `auto`.
 TRUE_WORDS = frozenset({"1", "on", "t", "true", "y", "yes"})
 FALSE_WORDS = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+# What httpx2 can send calls through (httpx2/_config.py, `Proxy`); socks needs its `socks` extra.
+PROXY_SCHEMES = frozenset({"http", "https", "socks5", "socks5h"})
 
 
 class Settings(BaseSettings):
@@ -145,6 +149,12 @@ class Settings(BaseSettings):
         300.0,
         description="Seconds a chat answer may take in all, streamed or not (ONLYSQ_TIMEOUT bounds each wait for "
         "a chunk of a stream).",
+    )
+    onlysq_mcp_proxy: str | None = Field(
+        None,
+        description="Proxy for every outgoing call (both upstreams, and image URLs `describe_image` downloads): "
+        "`http://`, `https://`, `socks5://` or `socks5h://` `[user:password@]host:port`. `HTTPS_PROXY` and "
+        "the other proxy variables are ignored, so that no stray variable reroutes calls that carry API keys.",
     )
     onlysq_mcp_max_response_bytes: Annotated[int, Field(ge=1024)] = Field(
         32_000_000,
@@ -330,6 +340,27 @@ class Settings(BaseSettings):
         # Resolved once here, so the check on every read compares like with like (symlinks, `..`).
         return [root.expanduser().resolve() for root in roots]
 
+    @field_validator("onlysq_mcp_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        # Messages never repeat the value: it may carry a password.
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in PROXY_SCHEMES:
+            raise ValueError("must start with http://, https://, socks5:// or socks5h://")
+        if not parts.hostname:
+            raise ValueError("has no host name; expected e.g. http://proxy.example:3128")
+        try:
+            port_ok = parts.port != 0  # reading `port` raises ValueError for one that is no number up to 65535
+        except ValueError:
+            port_ok = False
+        if not port_ok:
+            raise ValueError("has no valid port; expected e.g. http://proxy.example:3128")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be scheme://[user:password@]host[:port], without a path, query or fragment")
+        return parts._replace(path="").geturl()
+
     @field_validator("onlysq_mcp_log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -383,16 +414,19 @@ class Settings(BaseSettings):
         """Every secret value in force, so outgoing text can be scrubbed of them.
 
         The public key `openai` is left out: everyone knows it, and masking it would garble every
-        mention of OpenAI models. The user and password of a base URL count as secrets, as written and
+        mention of OpenAI models. The user and password of a base URL or of the proxy count as secrets, as written and
         percent-decoded.
         """
         # Every `SecretStr` setting, found by its type: a new secret setting is masked without a list to update.
         values = [getattr(self, name) for name in type(self).model_fields]
         found = [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
-        for url in (self.onlysq_base_url, self.yandex_base_url):
-            for part in (url.username, url.password):
-                if part:
-                    found += [part, unquote(part)]
+        userinfo = [(url.username, url.password) for url in (self.onlysq_base_url, self.yandex_base_url)]
+        if self.onlysq_mcp_proxy:
+            proxy = urlsplit(self.onlysq_mcp_proxy)
+            userinfo.append((proxy.username, proxy.password))
+        for part in (part for pair in userinfo for part in pair):
+            if part:
+                found += [part, unquote(part)]
         return [value for value in dict.fromkeys(found) if value and value != PUBLIC_ONLYSQ_KEY]
 
 

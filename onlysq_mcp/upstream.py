@@ -132,7 +132,9 @@ HTTPX2_FAILURES: dict[type[Exception], Failure] = {
     ),
     httpx2.LocalProtocolError: Failure(UpstreamUnavailable, "the HTTP exchange failed on this side", OURS),
     httpx2.ProtocolError: Failure(UpstreamUnavailable, "broke the HTTP protocol", TROUBLE),
-    httpx2.ProxyError: Failure(UpstreamUnavailable, "could not be reached through the proxy", NETWORK),
+    httpx2.ProxyError: Failure(
+        UpstreamUnavailable, "could not be reached through the proxy {proxy} (ONLYSQ_MCP_PROXY)", NETWORK
+    ),
     httpx2.UnsupportedProtocol: Failure(
         UpstreamUnavailable,
         "has an address that is not http:// or https://",
@@ -153,6 +155,15 @@ HTTPX2_FAILURES: dict[type[Exception], Failure] = {
     httpx2.RequestNotRead: Failure(UpstreamUnavailable, "was not sent: the request body was not read", OURS),
     httpx2.StreamError: Failure(UpstreamBadResponse, "answered, but the answer could not be read", OURS),
 }
+# With ONLYSQ_MCP_PROXY set, the only connection opened here is to the proxy: a target the proxy cannot reach
+# is a `ProxyError` (httpcore2/_async/http_proxy.py, socks_proxy.py), so these mean the proxy itself is down.
+PROXY_DOWN = Failure(
+    UpstreamUnavailable,
+    "could not reach the proxy {proxy} (ONLYSQ_MCP_PROXY)",
+    "Check that the proxy is running and reachable from here, or correct ONLYSQ_MCP_PROXY.",
+    retry=True,
+)
+PROXY_CONNECT_ERRORS = (httpx2.ConnectError, httpx2.ConnectTimeout)
 # The roots of every httpx2 exception, for `except` clauses that hand them to `Upstream.error_for`.
 HTTPX2_ERRORS = (httpx2.HTTPError, httpx2.InvalidURL, httpx2.CookieConflict, httpx2.StreamError)
 
@@ -191,6 +202,8 @@ class Upstream:
     max_body_bytes: int
     max_image_bytes: int
     redact: Redactor = NO_SECRETS
+    # ONLYSQ_MCP_PROXY, which connection errors then name.
+    proxy: str | None = None
 
     async def request(
         self,
@@ -305,8 +318,10 @@ class Upstream:
 
     def error_for(self, exc: Exception, *, advice: bool = True) -> UpstreamError:
         """Any httpx2 exception as an `UpstreamError` saying what happened and, with `advice`, what to do."""
-        failure = failure_of(exc)
-        what = failure.what.format(base_url=display_url(self.base_url), timeout=self.read_timeout)
+        failure = PROXY_DOWN if self.proxy and isinstance(exc, PROXY_CONNECT_ERRORS) else failure_of(exc)
+        what = failure.what.format(
+            base_url=display_url(self.base_url), timeout=self.read_timeout, proxy=display_url(self.proxy or "")
+        )
         message = f"{what} ({type(exc).__name__})"
         return failure.kind(self.name, f"{message}. {failure.advice}" if advice else message)
 

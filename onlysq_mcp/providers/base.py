@@ -124,6 +124,11 @@ class Provider(ABC):
         """The provider for these settings, or None when it is not configured."""
 
     @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        """Whether these settings configure it: `from_settings` then builds it (the start-up line names these)."""
+        return True
+
+    @classmethod
     def claims(cls, model_id: str, capability: Capability) -> bool:
         """Whether `model_id` is this provider's for `capability` whatever the default; ids nobody claims go
         to the default."""

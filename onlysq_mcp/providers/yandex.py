@@ -53,8 +53,12 @@ class YandexProvider(OpenAIChatProvider):
         self.stream_mode = stream_mode
 
     @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        return settings.yandex_configured
+
+    @classmethod
     def from_settings(cls, settings: Settings, connect: Connect) -> YandexProvider | None:
-        if not (settings.yandex_configured and settings.yandex_folder_id):
+        if not (cls.configured(settings) and settings.yandex_folder_id):
             return None
         upstream = connect(
             UPSTREAM,
