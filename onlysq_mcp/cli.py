@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
 
     server = app_factory(settings, transport=args.transport)
     if args.transport == "stdio":
-        say(start_line(settings, "stdio"))
+        announce(settings, start_line(settings, "stdio"))
         if front is not None:
             front.serve(server)
         else:
@@ -130,13 +130,22 @@ def main(argv: list[str] | None = None) -> None:
         say(f"onlysq-mcp: {exc}")
         raise SystemExit(2) from None
     host = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
-    say(start_line(settings, f"streamable HTTP at http://{host}:{args.port}/mcp"))
+    announce(settings, start_line(settings, f"streamable HTTP at http://{host}:{args.port}/mcp"))
     serve_http(server, settings, args.host, args.port, stateless=args.stateless)
 
 
 def say(line: str) -> None:
     """One line for the person at the terminal or in the host's log: stderr, as stdout carries the protocol."""
     print(line, file=sys.stderr, flush=True)
+
+
+def announce(settings: Settings, line: str) -> None:
+    """The start line, whatever the log level: as it is, or one JSON object like every line of a JSON log."""
+    if settings.onlysq_mcp_log_format != "json":
+        say(line)
+        return
+    logger = logging.getLogger("onlysq_mcp")
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None))
 
 
 def quit_at_once(signum: int, frame: FrameType | None) -> None:
