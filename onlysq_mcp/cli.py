@@ -135,8 +135,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def say(line: str) -> None:
-    """One line for the person at the terminal or in the host's log: stderr, as stdout carries the protocol."""
-    print(line, file=sys.stderr, flush=True)
+    """One line for the person at the terminal or in the host's log: stderr, as stdout carries the protocol.
+
+    Best effort: a host's log file on a full disk (EFBIG, ENOSPC) or a closed stderr must not stop the server.
+    """
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def announce(settings: Settings, line: str) -> None:

@@ -161,3 +161,39 @@ async def test_http_server_ends_on_one_ctrl_c_with_a_call_in_flight(upstream, tm
         stop_http_server(server)
     log = server.log.read_text()
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+
+
+def test_a_stderr_that_cannot_be_written_does_not_stop_the_server(stdio_params, tmp_path: Path):
+    """A host's log file on a full disk: the start line fails to write (EFBIG), the server answers anyway."""
+    import json
+    import resource
+
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    with (tmp_path / "host.log").open("wb") as log:
+        process = subprocess.run(
+            server_command(),
+            input="".join(json.dumps(r) + "\n" for r in requests).encode(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**(stdio_params.env or {}), "ONLYSQ_MCP_FAST_START": "false"},
+            cwd=stdio_params.cwd,
+            timeout=30,
+            # Files may not grow past 10 bytes: the start line cannot be written (Python ignores SIGXFSZ).
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10)),
+        )
+    answers = [json.loads(line) for line in process.stdout.splitlines()]
+    assert [a.get("id") for a in answers if "id" in a] == [1, 2], answers
+    assert [tool["name"] for tool in answers[-1]["result"]["tools"]][0] == "chat"
