@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -139,10 +140,8 @@ def say(line: str) -> None:
 
     Best effort: a host's log file on a full disk (EFBIG, ENOSPC) or a closed stderr must not stop the server.
     """
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def announce(settings: Settings, line: str) -> None:

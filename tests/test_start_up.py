@@ -183,17 +183,22 @@ def test_a_stderr_that_cannot_be_written_does_not_stop_the_server(stdio_params, 
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
     ]
     with (tmp_path / "host.log").open("wb") as log:
-        process = subprocess.run(
+        process = subprocess.Popen(
             server_command(),
-            input="".join(json.dumps(r) + "\n" for r in requests).encode(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
             env={**(stdio_params.env or {}), "ONLYSQ_MCP_FAST_START": "false"},
             cwd=stdio_params.cwd,
-            timeout=30,
             # Files may not grow past 10 bytes: the start line cannot be written (Python ignores SIGXFSZ).
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10)),
         )
-    answers = [json.loads(line) for line in process.stdout.splitlines()]
-    assert [a.get("id") for a in answers if "id" in a] == [1, 2], answers
-    assert [tool["name"] for tool in answers[-1]["result"]["tools"]][0] == "chat"
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write("".join(json.dumps(r) + "\n" for r in requests).encode())
+        process.stdin.flush()
+        # Read both answers before closing the input: a host keeps it open while it waits.
+        answers = [json.loads(process.stdout.readline() or b"null") for _ in range(2)]
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+    assert [a and a.get("id") for a in answers] == [1, 2], answers
+    assert next(tool["name"] for tool in answers[-1]["result"]["tools"]) == "chat"
