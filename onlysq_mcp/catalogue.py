@@ -29,6 +29,10 @@ KindFilter = Literal["chat", "image", "vision", "all"]
 FAILURE_TTL = 30.0
 # The background refresh never runs more often than this, however short the cache's lifetime.
 MIN_REFRESH = 1.0
+# Upstream connections a fetch holds at most: one fetch at a time (`_join`), one provider after another.
+# The connection pool has this much room beyond ONLYSQ_MCP_MAX_CONCURRENCY, so that a burst of calls on a
+# fresh server never waits behind the background fetch, which may take ONLYSQ_MCP_MODELS_TIMEOUT.
+FETCH_CONNECTIONS = 1
 
 
 class Catalogue(BaseModel):

@@ -20,7 +20,7 @@ import httpx2
 from pydantic import HttpUrl
 
 from . import __version__
-from .catalogue import CatalogueCache
+from .catalogue import FETCH_CONNECTIONS, CatalogueCache
 from .decoding import DECODE_BUDGET, MAX_DECODES, DecodeBudget
 from .image_jobs import JobBoard
 from .image_sources import FETCH_SECONDS, InputPolicy
@@ -137,8 +137,8 @@ class Runtime:
         headers = {"User-Agent": f"onlysq-mcp/{__version__} (+https://github.com/onlysq-mcp/onlysq-mcp)"}
         # A burst of tool calls queues for a connection instead of opening hundreds at once.
         limits = httpx2.Limits(
-            max_connections=settings.onlysq_mcp_max_concurrency,
-            max_keepalive_connections=settings.onlysq_mcp_max_concurrency,
+            max_connections=settings.onlysq_mcp_max_concurrency + FETCH_CONNECTIONS,
+            max_keepalive_connections=settings.onlysq_mcp_max_concurrency + FETCH_CONNECTIONS,
         )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys; only the
         # operator's own ONLYSQ_MCP_PROXY does. Image jobs belong to the server run, not to the request that started them.

@@ -290,7 +290,9 @@ class Settings(BaseSettings):
         False, description="Let `describe_image` fetch URLs on loopback, private and link-local addresses."
     )
     onlysq_mcp_max_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
-        16, description="Most upstream connections at once; further calls wait their turn."
+        16,
+        description="Most upstream connections at once, plus one so that the background refresh of the model "
+        "catalogue never makes a call wait; further calls wait their turn.",
     )
     onlysq_mcp_max_downloads: Annotated[int, Field(ge=1, le=100)] = Field(
         4,

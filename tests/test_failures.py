@@ -8,6 +8,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from onlysq_mcp.catalogue import FETCH_CONNECTIONS
 from onlysq_mcp.server import app_factory
 from tests.helpers import text_of
 
@@ -83,7 +84,7 @@ async def test_burst_of_calls_is_limited_to_the_concurrency_setting(make_setting
             for i in range(12):
                 group.start_soon(call, i)
     assert len(results) == 12 and not any(r.is_error for r in results)
-    assert upstream.max_in_flight <= 3
+    assert upstream.max_in_flight <= 3 + FETCH_CONNECTIONS  # the pool's room for the background catalogue fetch
 
 
 async def test_cancelled_call_cancels_the_upstream_request(server, upstream):

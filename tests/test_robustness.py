@@ -213,6 +213,23 @@ async def test_first_call_reaches_the_upstream_before_the_catalogue_answers(stdi
     assert len(upstream.requests_to("/ai/models")) == 1
 
 
+async def test_calls_never_wait_for_a_connection_the_catalogue_fetch_holds(make_settings, upstream):
+    """The background fetch has a connection of its own: with ONLYSQ_MCP_MAX_CONCURRENCY calls under way, one
+    more would otherwise wait for the stalled catalogue (on a fresh server, a burst's last call did)."""
+    upstream.add_fault("/ai/models", "hold")
+    server = app_factory(make_settings(ONLYSQ_MCP_MAX_CONCURRENCY=1, ONLYSQ_MCP_MODELS_TIMEOUT=60))
+    try:
+        async with connect(server) as client:
+            with anyio.fail_after(5):
+                while not upstream.requests_to("/ai/models"):
+                    await anyio.sleep(0.01)
+                result = await client.call_tool("chat", {"prompt": "while the catalogue stalls"})
+            assert text_of(result) == "Echo: while the catalogue stalls"
+            assert upstream.in_flight == 1  # the catalogue, still held
+    finally:
+        upstream.release()
+
+
 async def test_http_server_fetches_the_catalogue_as_it_starts(upstream, tmp_path):
     """Over HTTP the background fetch starts with the app's lifespan, before any session."""
     server = start_http_server(upstream_env(upstream.base_url, tmp_path / "images"), tmp_path)
