@@ -403,10 +403,12 @@ async def echo(client: Client, prompt: str, failed: list[str]) -> None:
 
 def concurrency(plan: Plan) -> list[Row]:
     n = plan.concurrent
+    # Every session of the bench comes from 127.0.0.1: the per-client session cap (32) is raised to n.
+    sessions = {"ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT": str(n)}
     variants = {
-        "project": (PROJECT, {"ONLYSQ_MCP_MAX_CONCURRENCY": str(n)}),
+        "project": (PROJECT, {"ONLYSQ_MCP_MAX_CONCURRENCY": str(n), **sessions}),
         "floor": (FLOOR, {}),
-        "default": (PROJECT, {}),
+        "default": (PROJECT, sessions),
     }
     walls: dict[tuple[str, str], list[float]] = {}
     failed: dict[str, int] = dict.fromkeys(variants, 0)
