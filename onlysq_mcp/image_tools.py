@@ -212,8 +212,7 @@ async def generate(ctx: Context, services: Services, request: ImageRequest, dead
     wait = services.settings.onlysq_mcp_image_wait
     progress = GenerationProgress(ctx, request.count)
     async with heartbeats(progress):
-        # Never waits on the network: model checks use the catalogue at hand (issue 15).
-        order = await image_order(services, request)
+        order = image_order(services, request)
         run = ImageRun(services, ctx, order)
         started = services.jobs.start(request.count, order, run.produce)
         progress.job = started
@@ -259,7 +258,7 @@ def seed_for(seed: int | None, index: int) -> int | None:
     return None if seed is None else (seed + index) % SEED_SPACE
 
 
-async def image_order(services: Services, request: ImageRequest) -> ImageOrder:
+def image_order(services: Services, request: ImageRequest) -> ImageOrder:
     prompt, aspect_ratio, seed, count = request.prompt, request.aspect_ratio, request.seed, request.count
     if not prompt.strip():
         raise ToolError("`prompt` is empty: describe the picture to generate.")
@@ -268,7 +267,7 @@ async def image_order(services: Services, request: ImageRequest) -> ImageOrder:
     except OSError as exc:
         raise ToolError(str(exc)) from None
     model_id = (request.model or services.settings.onlysq_image_model).strip()
-    provider = await provider_for(services, "image", model_id)
+    provider = provider_for(services, "image", model_id)
     limits = provider.image_limits
     assert limits is not None  # every provider offering images declares them (tests/test_providers.py)
     if problem := beyond_limits(limits, prompt, aspect_ratio, count):
@@ -489,7 +488,7 @@ async def describe_image(
         raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
     model_id = (model or settings.onlysq_vision_model).strip()
     loaded, size = await image_to_describe(services, image)
-    provider = await provider_for(services, "vision", model_id)
+    provider = provider_for(services, "vision", model_id)
     sent = await vision_copy(services, loaded, size)
     downscaled = sent is not None
     data, mime = (sent.data, sent.mime) if sent else (loaded.data, loaded.mime)

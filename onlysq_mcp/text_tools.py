@@ -138,7 +138,7 @@ async def chat(
     if not prompt.strip():
         raise ToolError("`prompt` is empty: pass the message the model should answer.")
     model_id = (model or services.settings.onlysq_chat_model).strip()
-    provider = await provider_for(services, "chat", model_id)
+    provider = provider_for(services, "chat", model_id)
     turns = [Turn("system", system)] if system and system.strip() else []
     turns += [Turn(turn.role, turn.content) for turn in messages or []]
     turns.append(Turn("user", prompt))

@@ -50,7 +50,7 @@ def services_of(ctx: Context) -> Services:
     return cast(Services, ctx.request_context.lifespan_context)
 
 
-async def provider_for(services: Services, kind: ModelKind, model_id: str) -> Provider:
+def provider_for(services: Services, kind: ModelKind, model_id: str) -> Provider:
     """The provider serving `model_id` for a tool that needs a `kind` model, the model checked first."""
     if not model_id:
         raise ToolError(EMPTY_MODEL)
