@@ -24,6 +24,10 @@ class ModelInfo(BaseModel):
     """One entry of `GET /ai/models`; every field optional because the live catalogue varies.
 
     Validated entry by entry (`ModelsResponse.models` holds them raw), so one odd entry costs only itself.
+    The docs' model table (seed `002`, `scripts/onlysq_models_page.txt`) gives ids, descriptions and
+    modality only; `status` (`work`/`beta`), `tier`, `owner` and the `can-*` flags are known from public
+    clients of the live API, which read them from an entry like `tests/recorded/onlysq_models.json` (its
+    sources: `tests/recorded/README.md`). No document states them, hence no field is required.
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
