@@ -26,11 +26,11 @@ from mcp.server.auth.provider import AccessToken
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 
+from .principals import SHARED_TOKEN_NAME
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SHARED_TOKEN_NAME = "shared"
 JWK = dict[str, Any]
 MAX_TOKENS_FILE_BYTES = 1024 * 1024
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")

@@ -16,14 +16,14 @@ import anyio
 import httpx2
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .images import ImageStore
 from .settings import Settings
+from .storage import storage_of
 
 LIVE_PATH = "/healthz"
 READY_PATH = "/readyz"
 # Probes every few seconds from every kubelet must not turn into as many upstream requests.
 READY_CACHE_SECONDS = 5.0
-# The whole readiness check, folder and upstream, ends within this; a probe's default timeout is 1 s.
+# The whole readiness check, storage and upstream, ends within this; a probe's default timeout is 1 s.
 READY_CHECK_SECONDS = 3.0
 # Below this the upstream answered as a web server: reachable, whatever it thinks of a bare `GET /`.
 UNAVAILABLE_STATUS = 500
@@ -32,11 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 class Readiness:
-    """Whether the output folder takes a file and the OnlySq API answers; the result is kept a few seconds,
+    """Whether storage (the folder or the bucket) takes a file and the OnlySq API answers; the result is kept a few seconds,
     and probes that arrive together share one check."""
 
     def __init__(self, settings: Settings) -> None:
-        self._store = ImageStore(settings.onlysq_mcp_output_dir)
+        self._storage = storage_of(settings)
         self._upstream = str(settings.onlysq_base_url)
         self._ready = False
         self._checked_at = -float("inf")
@@ -46,16 +46,16 @@ class Readiness:
         async with self._lock:
             if time.monotonic() - self._checked_at >= READY_CACHE_SECONDS:
                 with anyio.move_on_after(READY_CHECK_SECONDS) as timer:
-                    self._ready = await self._folder_writable() and await self._upstream_reachable()
+                    self._ready = await self._storage_writable() and await self._upstream_reachable()
                 if timer.cancelled_caught:
                     logger.warning("Not ready: the readiness check took over %s s", READY_CHECK_SECONDS)
                     self._ready = False
                 self._checked_at = time.monotonic()
             return self._ready
 
-    async def _folder_writable(self) -> bool:
+    async def _storage_writable(self) -> bool:
         try:
-            await anyio.to_thread.run_sync(self._store.ensure_writable, abandon_on_cancel=True)
+            await self._storage.check()
         except OSError as exc:
             logger.warning("Not ready: %s", exc)
             return False

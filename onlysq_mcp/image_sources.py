@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import anyio
 import httpx2
 
-from .images import RESOURCE_PREFIX, ImageStore, StoredImageTooLarge, sniff_mime
+from .images import RESOURCE_PREFIX, ImageStore, sniff_mime
 from .redaction import display_url
 
 WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")
@@ -66,7 +66,10 @@ class LoadedImage:
     source: str
 
 
-async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, policy: InputPolicy) -> LoadedImage:
+async def load_image(
+    spec: str, *, store: ImageStore, owner: str, http: httpx2.AsyncClient, policy: InputPolicy
+) -> LoadedImage:
+    """The caller's image from any form `describe_image` takes; a generated one must be `owner`'s."""
     max_bytes = policy.max_bytes
     spec = spec.strip()
     if not spec:
@@ -74,12 +77,13 @@ async def load_image(spec: str, *, store: ImageStore, http: httpx2.AsyncClient, 
     if spec.startswith(RESOURCE_PREFIX):
         name = spec.removeprefix(RESOURCE_PREFIX)
         try:
-            data, _ = store.open(name)
+            data, _ = await store.open(name, owner)
         except FileNotFoundError:
             raise ImageInputError(
-                f"no generated image `{spec}` exists in the output folder; use a URI that `generate_image` returned."
+                f"no generated image `{spec}` exists in this server's storage; use a URI that `generate_image` "
+                "returned."
             ) from None
-        except StoredImageTooLarge as exc:
+        except OSError as exc:
             raise ImageInputError(str(exc)) from None
         return checked(data, f"generated image {spec}", max_bytes)
     if spec.startswith("data:"):

@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 from .client_log import client_log
 from .errors import UpstreamBadResponse, UpstreamError
 from .host_limits import image_defaults
-from .image_jobs import JOB_PREFIX, KEEP_JOBS, ImageJob, JobStatus
+from .image_jobs import JOB_PREFIX, ImageJob, JobRecord, JobRequest, JobStatus, TrackedJob
 from .image_sources import ImageInputError, LoadedImage, load_image
 from .images import (
+    RESOURCE_PREFIX,
     ImageDecodeError,
     ImageTooLarge,
     Reencoded,
@@ -36,6 +37,7 @@ from .images import (
     shrink,
     sniff_mime,
 )
+from .principals import owner_prefix, principal_of
 from .providers.base import ImageLimits, InlineImage, Provider, ProviderName, Turn
 from .providers.registry import PROVIDERS
 from .services import Services
@@ -72,8 +74,11 @@ class ImageFile(BaseModel):
         description="Resource URI of the full-resolution file (readable with resources/read); null if not saved."
     )
     path: str | None = Field(
-        description="Where the file is saved on the server's disk; null when saving failed (see `failures`): "
-        "then the image exists only inline in this result."
+        description="Where the file is saved: a path on the server's disk, or an s3:// URL; null when saving "
+        "failed (see `failures`): then the image exists only inline in this result."
+    )
+    url: str | None = Field(
+        None, description="A temporary HTTPS link that fetches the full image, when the server makes them."
     )
     mime_type: str
     width: int | None
@@ -187,7 +192,7 @@ async def generate_image(
     # request count against it too.
     deadline = anyio.current_time() + services.settings.onlysq_mcp_image_wait
     if job is not None:
-        return await collect(ctx, services, find_job(services, job), deadline)
+        return await collect(ctx, services, await find_job(ctx, services, job), deadline)
     if prompt is None:
         raise ToolError(
             "Pass `prompt` (what the picture should show), or `job` (the handle of a generation still running)."
@@ -213,8 +218,12 @@ async def generate(ctx: Context, services: Services, request: ImageRequest, dead
     progress = GenerationProgress(ctx, request.count)
     async with heartbeats(progress):
         order = image_order(services, request)
+        try:
+            await services.store.ensure_writable()
+        except OSError as exc:
+            raise ToolError(str(exc)) from None
         run = ImageRun(services, ctx, order)
-        started = services.jobs.start(request.count, order, run.produce)
+        started = services.jobs.start(request.count, order.summary(), run.owner, run.produce)
         progress.job = started
         try:
             with anyio.move_on_at(deadline):
@@ -229,9 +238,11 @@ async def generate(ctx: Context, services: Services, request: ImageRequest, dead
     if saved and run.shelf is not None:
         await announce_list_changed(ctx, in_request=True)
     if not started.finished.is_set():
-        return pending_result(ctx, started, order, wait)
+        # Stored before the handle goes out: the next call with it may reach another replica at once.
+        await services.jobs.ledger.save(started)
+        return pending_result(ctx, started.record(), wait)
     return await images_result(
-        ctx, order, started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
+        ctx, order.summary(), started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
     )
 
 
@@ -245,6 +256,15 @@ class ImageOrder:
     aspect_ratio: str
     seed: int | None
     notes: list[str]
+
+    def summary(self) -> JobRequest:
+        return JobRequest(
+            provider=self.provider.name,
+            model=self.model,
+            prompt=self.prompt,
+            aspect_ratio=self.aspect_ratio,
+            notes=self.notes,
+        )
 
     def generate(self, index: int, on_retry: OnRetry, pacer: Pacer) -> Awaitable[bytes]:
         """Image `index` of the call."""
@@ -262,10 +282,6 @@ def image_order(services: Services, request: ImageRequest) -> ImageOrder:
     prompt, aspect_ratio, seed, count = request.prompt, request.aspect_ratio, request.seed, request.count
     if not prompt.strip():
         raise ToolError("`prompt` is empty: describe the picture to generate.")
-    try:
-        services.store.ensure_writable()
-    except OSError as exc:
-        raise ToolError(str(exc)) from None
     model_id = (request.model or services.settings.onlysq_image_model).strip()
     provider = provider_for(services, "image", model_id)
     limits = provider.image_limits
@@ -303,7 +319,9 @@ class ImageRun:
         self._services = services
         self._ctx = ctx
         self._order = order
-        # Listed for this caller's session only: other sessions must not see its images or prompts.
+        self._principal = principal_of(ctx)
+        # Stored for this caller's principal, listed for its session only: nobody else sees its images or prompts.
+        self.owner = owner_prefix(self._principal)
         self.shelf = services.session_images.shelf(ctx.session)
         # Images received but not written (a full disk): this call's result is the only place left for them.
         self.unsaved: list[tuple[bytes, str]] = []
@@ -311,22 +329,23 @@ class ImageRun:
     async def produce(self, job: ImageJob, index: int) -> None:
         max_pixels = self._services.settings.onlysq_mcp_max_input_pixels
         try:
-            data = await self._order.generate(index, while_attached(job, self._ctx), job.pacer)
+            async with self._services.user_slots.slot(self._principal):
+                data = await self._order.generate(index, while_attached(job, self._ctx), job.pacer)
             mime = await anyio.to_thread.run_sync(upstream_image, data, self._order.provider.label, max_pixels)
         except (UpstreamError, OSError) as exc:
-            job.failures.append(str(exc))
+            job.fail(str(exc))
             return
         await self.keep(job, data, mime)
 
     async def keep(self, job: ImageJob, data: bytes, mime: str) -> None:
         order = self._order
         try:
-            image = self._services.store.save(data, mime, order.prompt)
+            image = await self._services.store.save(data, mime, order.prompt, self.owner)
         except OSError as exc:
             if job.detached:
-                job.failures.append(f"an image was received but lost: {exc}")
+                job.fail(f"an image was received but lost: {exc}")
             else:
-                job.failures.append(f"an image was received but not saved: {exc}")
+                job.fail(f"an image was received but not saved: {exc}")
                 self.unsaved.append((data, mime))
             return
         job.add(image, data)
@@ -356,54 +375,55 @@ async def heartbeats(progress: GenerationProgress) -> AsyncIterator[None]:
         raise error
 
 
-def find_job(services: Services, handle: str) -> ImageJob[ImageOrder]:
-    """The job of a handle as `generate_image` returned it: its URI, or the id alone."""
+async def find_job(ctx: Context, services: Services, handle: str) -> TrackedJob:
+    """The caller's job of a handle as `generate_image` returned it: its URI, or the id alone."""
     job_id = handle.strip().removeprefix(JOB_PREFIX)
-    job = services.jobs.get(job_id)
+    job = await services.jobs.find(owner_prefix(principal_of(ctx)), job_id)
     if job is None:
         raise ToolError(
-            f"`job`: no image generation `{job_id}` in this server run (a handle lasts until the server restarts, "
-            f"for its newest {KEEP_JOBS} generations). Pass the `job.uri` a pending generate_image result gave, "
-            "or call generate_image with `prompt` to generate anew; images already made are in the output folder."
+            f"`job`: no image generation `{job_id}` of yours is known to this server. Pass the `job.uri` a pending "
+            "generate_image result gave you, or call generate_image with `prompt` to generate anew."
         )
     return job
 
 
-async def collect(ctx: Context, services: Services, job: ImageJob[ImageOrder], deadline: float) -> CallToolResult:
-    """A later call for a job: waits again, then answers as the call that started it would have.
+async def collect(ctx: Context, services: Services, job: TrackedJob, deadline: float) -> CallToolResult:
+    """A later call for a job, run here or by another replica: waits again, then answers as the call that
+    started it would have.
 
     Cancelling this call leaves the job running: its handle is out, and another call may collect it.
     """
     progress = GenerationProgress(ctx, job.total)
     progress.job = job
     async with heartbeats(progress):
-        with anyio.move_on_at(deadline):
-            await job.finished.wait()
+        await job.wait_until(deadline)
     await progress.report_finished()
-    if not job.finished.is_set():
-        return pending_result(ctx, job, job.request, job.seconds)
-    saved, failures = await reread(services, job)
-    return await images_result(ctx, job.request, job.seconds, failures, saved, [], paced=job.pacer.serial)
+    record = job.record()
+    if record.status == "running":
+        return pending_result(ctx, record, record.seconds)
+    saved, failures = await reread(services, record, owner_prefix(principal_of(ctx)))
+    return await images_result(ctx, record.request, record.seconds, failures, saved, [], paced=record.paced)
 
 
-async def reread(services: Services, job: ImageJob[ImageOrder]) -> tuple[list[tuple[SavedImage, bytes]], list[str]]:
-    """A finished job's images with their bytes, read back from the output folder: once its first call has
-    returned, a job keeps no image data in memory. Every call for the job reads the same files."""
+async def reread(services: Services, record: JobRecord, owner: str) -> tuple[list[tuple[SavedImage, bytes]], list[str]]:
+    """A finished job's images with their bytes, read back from storage: once its first call has returned, a
+    job keeps no image data in memory, and another replica never had it. Every call reads the same objects."""
     saved: list[tuple[SavedImage, bytes]] = []
-    failures = list(job.failures)
-    for image, _ in job.saved:
+    failures = list(record.failures)
+    for entry in record.images:
+        name = entry.uri.removeprefix(RESOURCE_PREFIX)
         try:
-            data, _mime = await anyio.to_thread.run_sync(services.store.open, image.name)
+            data, mime = await services.store.open(name, owner)
         except OSError:
-            failures.append(f"{image.uri} was saved at {image.path} but can no longer be read there")
+            failures.append(f"{entry.uri} was saved at {entry.path} but can no longer be read there")
             continue
-        saved.append((image, data))
+        saved.append((SavedImage(owner + name, name, mime, len(data), entry.path), data))
     return saved, failures
 
 
 async def images_result(
     ctx: Context,
-    order: ImageOrder,
+    order: JobRequest,
     seconds: float,
     failures: list[str],
     saved: list[tuple[SavedImage, bytes]],
@@ -428,12 +448,13 @@ async def images_result(
     max_pixels = settings.onlysq_mcp_max_input_pixels
     # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
     # made one after another, so the largest image decides the memory this may take.
+    urls = {image.name: url for image, _ in saved if (url := await services.store.link(image))}
     blocks, files = await services.decodes.run(
         max(decode_cost(data) for data in images),
-        lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links),
+        lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links, urls=urls),
     )
     output = GenerateImageOutput(
-        provider=order.provider.name,
+        provider=order.provider,
         model=order.model,
         prompt=order.prompt,
         aspect_ratio=order.aspect_ratio,
@@ -487,7 +508,7 @@ async def describe_image(
     if not question.strip():
         raise ToolError("`question` is empty: ask something about the image, or leave it out for a description.")
     model_id = (model or settings.onlysq_vision_model).strip()
-    loaded, size = await image_to_describe(services, image)
+    loaded, size = await image_to_describe(ctx, services, image)
     provider = provider_for(services, "vision", model_id)
     sent = await vision_copy(services, loaded, size)
     downscaled = sent is not None
@@ -514,10 +535,16 @@ async def describe_image(
     )
 
 
-async def image_to_describe(services: Services, image: str) -> tuple[LoadedImage, tuple[int, int]]:
+async def image_to_describe(ctx: Context, services: Services, image: str) -> tuple[LoadedImage, tuple[int, int]]:
     """The caller's image and its size in pixels, refused with a tool error when unusable."""
     try:
-        loaded = await load_image(image, store=services.store, http=services.downloads(), policy=services.input_policy)
+        loaded = await load_image(
+            image,
+            store=services.store,
+            owner=owner_prefix(principal_of(ctx)),
+            http=services.downloads(),
+            policy=services.input_policy,
+        )
     except ImageInputError as exc:
         raise ToolError(f"Cannot use `image`: {exc}") from None
     try:
@@ -563,7 +590,7 @@ class GenerationProgress:
         self._started = time.monotonic()
         self._reported = 0
         # Set once the upstream requests start (at once for a call collecting a job).
-        self.job: ImageJob[ImageOrder] | None = None
+        self.job: TrackedJob | None = None
 
     async def follow(self) -> None:
         beats = 0
@@ -597,7 +624,7 @@ class GenerationProgress:
         if job is None or job.done_count <= self._reported:
             return False
         self._reported = job.done_count
-        ready = len(job.saved)
+        ready = job.ready_count
         await self._ctx.report_progress(self._reported, self._total, f"{ready} of {self._total} images ready")
         return True
 
@@ -613,9 +640,10 @@ def while_attached(job: ImageJob, ctx: Context) -> OnRetry:
     return note
 
 
-def pending_result(ctx: Context, job: ImageJob[ImageOrder], order: ImageOrder, waited: float) -> CallToolResult:
+def pending_result(ctx: Context, job: JobRecord, waited: float) -> CallToolResult:
     """The job handle of a generation that outlasted its wait, for the client of `ctx` (as `images_result`)."""
-    status = job.status()
+    status = job.public()
+    order = job.request
     # Hosts that cannot read resources (Claude Desktop) can still call the tool again: that comes first.
     next_step = (
         f'To get the images, call generate_image again with `job` set to "{job.uri}": it waits again and returns '
@@ -623,7 +651,7 @@ def pending_result(ctx: Context, job: ImageJob[ImageOrder], order: ImageOrder, w
         "`running` until then)."
     )
     output = GenerateImageOutput(
-        provider=order.provider.name,
+        provider=order.provider,
         model=order.model,
         prompt=order.prompt,
         aspect_ratio=order.aspect_ratio,
@@ -661,6 +689,7 @@ def deliver(
     max_pixels: int,
     *,
     links: bool,
+    urls: dict[str, str],
 ) -> tuple[list[ContentBlock], list[ImageFile]]:
     """Content blocks for the images, keeping the base64 of all inline images within `budget` bytes.
 
@@ -698,13 +727,14 @@ def deliver(
                     name=image.name,
                     mime_type=image.mime,
                     size=image.size_bytes,
-                    description=f"Full-resolution image, saved at {image.path}",
+                    description=f"Full-resolution image, saved at {image.location}",
                 )
             )
         files.append(
             ImageFile(
                 uri=image.uri if image else None,
-                path=str(image.path) if image else None,
+                path=image.location if image else None,
+                url=urls.get(image.name) if image else None,
                 mime_type=mime,
                 width=size[0] if size else None,
                 height=size[1] if size else None,

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
 import secrets
-import stat
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+
+from .storage import Storage, StoredObjectTooLarge
 
 RESOURCE_PREFIX = "onlysq://images/"
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
@@ -235,10 +234,13 @@ def shrink(data: bytes, *, max_side: int, max_bytes: int, max_pixels: int) -> Re
 
 @dataclass(frozen=True)
 class SavedImage:
-    path: Path
+    # Where storage keeps it: the owner's prefix and the name.
+    key: str
     name: str
     mime: str
     size_bytes: int
+    # Where it is, for people: a file path or an s3:// URL.
+    location: str
 
     @property
     def uri(self) -> str:
@@ -246,92 +248,56 @@ class SavedImage:
 
 
 class StoredImageTooLarge(OSError):
-    """A file in the output folder with an image's name, too large to serve; it was not read."""
+    """An object in storage with an image's name, too large to serve; it was not read."""
 
 
 class ImageStore:
-    """The output folder: every generated image is written here once, exactly as received.
+    """Generated images in storage (`storage.py`): each written once, exactly as received, under its owner's
+    prefix (`principals.owner_prefix`), so only its owner can read it back.
 
-    Only what `save` wrote is served back: other files a user keeps in the folder stay private.
+    Only names `save` makes are served: other files a user keeps in the folder stay private.
     """
 
-    def __init__(self, folder: Path, max_bytes: int = MAX_IMAGE_BYTES) -> None:
-        # Absolute, because file resources need an absolute path, and `~` as users write it in config.
-        self.folder = folder.expanduser().resolve()
+    def __init__(self, storage: Storage, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+        self.storage = storage
         self.max_bytes = max_bytes
 
-    def ensure_writable(self) -> None:
-        """Checked before an upstream call, so a generated image is never lost for want of a folder."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / f".write-test-{secrets.token_hex(4)}"
-            probe.touch()
-            probe.unlink()
-        except OSError as exc:
-            raise OSError(
-                f"cannot write to the output folder {self.folder} ({exc.strerror}); set ONLYSQ_MCP_OUTPUT_DIR "
-                "to a folder this server can write to"
-            ) from None
+    async def ensure_writable(self) -> None:
+        """Checked before an upstream call, so a generated image is never lost for want of storage."""
+        await self.storage.check()
 
-    def save(self, data: bytes, mime: str, label: str) -> SavedImage:
-        """Write atomically under a name that cannot collide; `label` (user text) is reduced to a safe slug."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+    async def save(self, data: bytes, mime: str, label: str, owner: str) -> SavedImage:
+        """Store under a name that cannot collide; `label` (user text) is reduced to a safe slug."""
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(label)}-{secrets.token_hex(16)}.{EXTENSIONS[mime]}"
-        final = self.folder / name
-        partial = self.folder / f".{name}.part"
-        try:
-            # A reader never sees a half-written file: it appears under its name only when complete.
-            with open(partial, "xb") as handle:
-                handle.write(data)
-            os.replace(partial, final)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise OSError(
-                f"cannot write to the output folder {self.folder} ({exc.strerror}); set ONLYSQ_MCP_OUTPUT_DIR "
-                "to a folder this server can write to"
-            ) from None
-        return SavedImage(path=final, name=name, mime=mime, size_bytes=len(data))
+        key = owner + name
+        await self.storage.put(key, data, mime)
+        return SavedImage(key=key, name=name, mime=mime, size_bytes=len(data), location=self.storage.location(key))
 
-    def open(self, name: str) -> tuple[bytes, str]:
-        """Bytes and type of an image `save` wrote, by its file name; also images of earlier runs.
+    async def open(self, name: str, owner: str) -> tuple[bytes, str]:
+        """Bytes and type of an image `save` wrote for `owner`, by its name; also images of earlier runs.
 
-        Raises FileNotFoundError for any other name or file (never saying which), and StoredImageTooLarge,
-        before reading, for a file over `max_bytes`.
+        Raises FileNotFoundError for any other name, object or owner (never saying which), and
+        StoredImageTooLarge, before reading, for one over `max_bytes`.
         """
-        path = self.folder / name
-        # No symlinks: a link in the folder must not serve a file from elsewhere (O_NOFOLLOW closes the
-        # race where the platform has it). O_NONBLOCK: opening a FIFO named like an image must not hang.
-        if not SAFE_NAME.fullmatch(name) or path.resolve().parent != self.folder:
+        if not SAFE_NAME.fullmatch(name):
             raise FileNotFoundError(name)
         try:
-            fd = os.open(path, os.O_RDONLY | _flag("O_NOFOLLOW") | _flag("O_NONBLOCK") | _flag("O_BINARY"))
-        except OSError:
-            raise FileNotFoundError(name) from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise FileNotFoundError(name)
-            if info.st_size > self.max_bytes:
-                raise StoredImageTooLarge(self._too_large(name, info.st_size))
-            # Capped even after the size check: the file may grow between the two.
-            data = handle.read(self.max_bytes + 1)
-        if len(data) > self.max_bytes:
-            raise StoredImageTooLarge(self._too_large(name, len(data)))
+            data = await self.storage.get(owner + name, self.max_bytes)
+        except StoredObjectTooLarge as exc:
+            raise StoredImageTooLarge(self._too_large(name, exc.args[0])) from None
         mime = sniff_mime(data)
         if mime is None or not name.endswith("." + EXTENSIONS[mime]):
             raise FileNotFoundError(name)
         return data, mime
+
+    async def link(self, image: SavedImage) -> str | None:
+        return await self.storage.link(image.key)
 
     def _too_large(self, name: str, size: int) -> str:
         return (
             f"the image `{name}` is {size:,} bytes, over the {self.max_bytes:,} bytes this server serves "
             "(ONLYSQ_MCP_MAX_IMAGE_BYTES)"
         )
-
-
-def _flag(name: str) -> int:
-    # Each platform has only some of these open flags.
-    return int(getattr(os, name, 0))
 
 
 def slug(text: str, limit: int = 40) -> str:

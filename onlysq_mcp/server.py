@@ -5,6 +5,7 @@ Tests build their own server with test settings; the command line builds one fro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,7 +15,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -42,6 +42,7 @@ from .client_log import set_client_log_level
 from .errors import ProviderNotConfigured, UpstreamError
 from .image_jobs import JOB_PREFIX
 from .images import RESOURCE_PREFIX, StoredImageTooLarge
+from .principals import owner_prefix, principal_of
 from .services import Runtime, Services, Transport
 from .settings import Settings
 
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 # Logging to the client is deprecated from protocol 2026-07-28 on, but the hosts of today speak
 # 2025-11-25 and show these messages; the SDK still delivers them where the protocol allows.
 warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
+
+# Tools that hold one of the caller's ONLYSQ_MCP_MAX_CONCURRENCY_PER_USER slots while they run.
+SLOTTED_TOOLS = frozenset({"chat", "describe_image"})
 
 INSTRUCTIONS = (
     "Tools backed by the OnlySq AI API (many chat models, image generation) and, when configured, Yandex AI Studio.\n"
@@ -121,20 +125,27 @@ class OnlySqServer(MCPServer[Services]):
             if not str(uri).startswith(RESOURCE_PREFIX):
                 raise
             store = self._runtime.services.store
+            owner = owner_prefix(principal_of(context))
             try:
-                data, mime = await anyio.to_thread.run_sync(store.open, str(uri).removeprefix(RESOURCE_PREFIX))
+                data, mime = await store.open(str(uri).removeprefix(RESOURCE_PREFIX), owner)
             except FileNotFoundError:
                 raise ResourceNotFoundError(f"no generated image at {uri}") from None
             except StoredImageTooLarge as exc:
+                raise ResourceError(f"Cannot read {uri}: {exc}.") from None
+            except OSError as exc:
                 raise ResourceError(f"Cannot read {uri}: {exc}.") from None
             return [ReadResourceContents(content=data, mime_type=mime)]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Services, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        redact = self._runtime.services.redact
+        services = self._runtime.services
+        redact = services.redact
+        # generate_image takes a slot per image instead: its images may outlive the call.
+        slot = services.user_slots.slot(principal_of(context)) if name in SLOTTED_TOOLS else contextlib.nullcontext()
         try:
-            result = await super().call_tool(name, arguments, context)
+            async with slot:
+                result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
             raise ToolError(redact(failure_text(name, exc))) from exc.__cause__
         return redact.model(result)
@@ -209,11 +220,11 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         description="Status of a `generate_image` call that outlasted its wait, and its images once ready.",
         mime_type="application/json",
     )
-    async def image_job(job_id: str) -> str:
-        job = runtime.services.jobs.get(job_id)
+    async def image_job(job_id: str, ctx: Context[Services, Any]) -> str:
+        job = await runtime.services.jobs.find(owner_prefix(principal_of(ctx)), job_id)
         if job is None:
-            raise ResourceNotFoundError(f"no image job `{job_id}` in this server run")
-        return job.status().model_dump_json()
+            raise ResourceNotFoundError(f"no image job `{job_id}`")
+        return job.record().public().model_dump_json()
 
     @server.resource(
         "onlysq://models",

@@ -22,13 +22,15 @@ from pydantic import HttpUrl
 from . import __version__
 from .catalogue import FETCH_CONNECTIONS, CatalogueCache
 from .decoding import DECODE_BUDGET, MAX_DECODES, DecodeBudget
-from .image_jobs import JobBoard
+from .image_jobs import JobBoard, JobLedger
 from .image_sources import FETCH_SECONDS, InputPolicy
 from .images import ImageStore
+from .principals import UserSlots
 from .providers.registry import Registry
 from .redaction import Redactor
 from .session_images import SessionImages
 from .settings import Settings
+from .storage import storage_of
 from .upstream import RetryPolicy, Upstream
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Services:
     input_policy: InputPolicy
     # Image decodes of every call share one memory budget.
     decodes: DecodeBudget
+    # ONLYSQ_MCP_MAX_CONCURRENCY_PER_USER: a chat or describe_image call, or one image of a generation, each.
+    user_slots: UserSlots
     # Every text that leaves the server passes this (see `redaction`).
     redact: Redactor
 
@@ -205,6 +209,7 @@ def build_services(
 ) -> Services:
     redact = Redactor(settings.secrets())
     providers = Registry.from_settings(settings, UpstreamFactory(settings, http, redact))
+    storage = storage_of(settings)
     return Services(
         settings=settings,
         downloads=downloads,
@@ -212,10 +217,10 @@ def build_services(
         catalogue=CatalogueCache(
             providers, settings.onlysq_mcp_models_cache_ttl, timeout=settings.onlysq_mcp_models_timeout, tasks=tasks
         ),
-        store=ImageStore(settings.onlysq_mcp_output_dir, settings.onlysq_mcp_max_image_bytes),
+        store=ImageStore(storage, settings.onlysq_mcp_max_image_bytes),
         # Over stdio one host launched this process: the whole run is its session.
         session_images=SessionImages(one_client=transport == "stdio"),
-        jobs=JobBoard(tasks),
+        jobs=JobBoard(tasks, JobLedger(storage, settings.onlysq_mcp_job_lease)),
         input_policy=InputPolicy(
             max_bytes=settings.onlysq_mcp_max_input_bytes,
             local_files=transport == "stdio",
@@ -224,6 +229,7 @@ def build_services(
             proxy=settings.onlysq_mcp_proxy,
         ),
         decodes=DecodeBudget(DECODE_BUDGET, MAX_DECODES),
+        user_slots=UserSlots(settings.onlysq_mcp_max_concurrency_per_user),
         redact=redact,
     )
 

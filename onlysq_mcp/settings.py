@@ -11,6 +11,7 @@ every field a user left blank, and `ONLYSQ_MCP_HTTP_TOKEN=` must not count as a 
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -37,6 +38,7 @@ PUBLIC_ONLYSQ_KEY = "openai"
 # `json_schema_extra` of a setting that only the HTTP transport reads: scripts/generate.py leaves such settings
 # out of server.json, whose package runs over stdio. Their descriptions start with "HTTP only:".
 HTTP_ONLY: dict[str, JsonValue] = {"http_only": True}
+AWS_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def is_http_only(field: FieldInfo) -> bool:
@@ -167,6 +169,28 @@ class Settings(BaseSettings):
         default_factory=default_output_dir,
         description="Folder where generated images are saved (created on first use).",
     )
+    onlysq_mcp_storage_url: str | None = Field(
+        None,
+        description="Where images and image-job records are kept: a folder, or an S3-compatible bucket "
+        "`s3://bucket/prefix` (AWS S3, Yandex Object Storage, MinIO) that every replica shares, reached with the "
+        "standard `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...). "
+        "Unset: the folder ONLYSQ_MCP_OUTPUT_DIR.",
+    )
+    onlysq_mcp_s3_endpoint_url: HttpUrl | None = Field(
+        None,
+        description="The S3 endpoint for a bucket not on AWS, e.g. `https://storage.yandexcloud.net` or a MinIO "
+        "server (plain http only on loopback).",
+    )
+    onlysq_mcp_s3_presign_seconds: Annotated[int, Field(ge=0, le=604_800)] = Field(
+        0,
+        description="With a bucket: each image result also carries an HTTPS link (`url`) that fetches the image "
+        "without credentials for this many seconds, for hosts that fetch links. 0: no links.",
+    )
+    onlysq_mcp_job_lease: Annotated[float, Field(ge=1, le=3600)] = Field(
+        30.0,
+        description="Seconds after which an image job whose server stopped writing its record is reported failed "
+        "(the server rewrites it every third of this while the job runs).",
+    )
     onlysq_mcp_image_delivery: ImageDelivery = Field(
         ImageDelivery.PREVIEW,
         description="`inline` full images, `preview` (downscaled when over budget), or `link` (no image data). "
@@ -294,6 +318,12 @@ class Settings(BaseSettings):
         description="Most upstream connections at once, plus one so that the background refresh of the model "
         "catalogue never makes a call wait; further calls wait their turn.",
     )
+    onlysq_mcp_max_concurrency_per_user: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None,
+        description="HTTP only: most upstream requests of one user (a named token or an OAuth `sub`) at once, so "
+        "that one user cannot take every connection; further requests of that user wait. Unset: no limit per user.",
+        json_schema_extra=HTTP_ONLY,
+    )
     onlysq_mcp_max_downloads: Annotated[int, Field(ge=1, le=100)] = Field(
         4,
         description="Most image URLs `describe_image` downloads at once; further downloads wait their turn. "
@@ -363,6 +393,27 @@ class Settings(BaseSettings):
             raise ValueError("must be scheme://[user:password@]host[:port], without a path, query or fragment")
         return parts._replace(path="").geturl()
 
+    @field_validator("onlysq_mcp_storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.startswith("s3://"):
+            return value
+        bucket = urlsplit(value).netloc
+        # Bucket names: 3-63 lower-case letters, digits, dots and hyphens (AWS S3 user guide, "Bucket naming rules").
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise ValueError("ONLYSQ_MCP_STORAGE_URL must be a folder or s3://bucket/prefix with a valid bucket name")
+        return value
+
+    @field_validator("onlysq_mcp_s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and (value.username or value.password):
+            raise ValueError("ONLYSQ_MCP_S3_ENDPOINT_URL takes no user or password: use the AWS_* variables")
+        if value is not None and value.scheme != "https" and value.host not in ("127.0.0.1", "localhost", "[::1]"):
+            # Signed requests over plain HTTP still carry every image in the clear.
+            raise ValueError("ONLYSQ_MCP_S3_ENDPOINT_URL must be an https URL (plain http only on loopback)")
+        return value
+
     @field_validator("onlysq_mcp_log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -409,6 +460,11 @@ class Settings(BaseSettings):
         )
 
     @property
+    def storage_url(self) -> str:
+        """The storage in force: ONLYSQ_MCP_STORAGE_URL, or the output folder."""
+        return self.onlysq_mcp_storage_url or str(self.onlysq_mcp_output_dir)
+
+    @property
     def yandex_configured(self) -> bool:
         return bool(self.yandex_folder_id) and (self.yandex_api_key is not None or self.yandex_iam_token is not None)
 
@@ -429,6 +485,8 @@ class Settings(BaseSettings):
         for part in (part for pair in userinfo for part in pair):
             if part:
                 found += [part, unquote(part)]
+        # The bucket's credentials are read from the standard variables by the storage library, not settings.
+        found += [os.environ.get(name, "") for name in AWS_SECRETS]
         return [value for value in dict.fromkeys(found) if value and value != PUBLIC_ONLYSQ_KEY]
 
 

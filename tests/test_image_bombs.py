@@ -149,12 +149,12 @@ async def test_disk_filling_midway_keeps_saved_and_unsaved_images(make_settings,
     real_save = ImageStore.save
     calls = 0
 
-    def save_then_fill(self, data, mime, label):
+    async def save_then_fill(self, data, mime, label, owner):
         nonlocal calls
         calls += 1
         if calls > 1:
-            raise OSError(f"cannot write to the output folder {self.folder} (No space left on device); set ...")
-        return real_save(self, data, mime, label)
+            raise OSError(f"cannot write to the output folder {self.storage} (No space left on device); set ...")
+        return await real_save(self, data, mime, label, owner)
 
     monkeypatch.setattr(ImageStore, "save", save_then_fill)
     upstream.image_long_side = 512

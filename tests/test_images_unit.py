@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from onlysq_mcp import images
+from onlysq_mcp import images, storage
 from onlysq_mcp.image_tools import deliver
 from onlysq_mcp.images import (
     ImageDecodeError,
@@ -22,7 +22,9 @@ from onlysq_mcp.images import (
     shrink,
     sniff_mime,
 )
+from onlysq_mcp.principals import owner_prefix
 from onlysq_mcp.settings import ImageDelivery
+from onlysq_mcp.storage import FolderStorage
 from tests import image_bombs
 from tests.helpers import make_image
 
@@ -160,19 +162,34 @@ def test_shrink_refuses_undecodable_bytes():
         shrink(make_image("PNG")[:40], max_side=100, max_bytes=1000, max_pixels=MPX)
 
 
-def test_save_writes_exact_bytes_and_leaves_no_partial_file(tmp_path):
-    store = ImageStore(tmp_path / "out")
+def saved_image(data: bytes, mime: str = "image/png") -> images.SavedImage:
+    name = f"20261127-100000-n-{os.urandom(16).hex()}.{images.EXTENSIONS[mime]}"
+    return images.SavedImage(name, name, mime, len(data), f"/srv/images/{name}")
+
+
+def folder_store(folder: Path, max_bytes: int = images.MAX_IMAGE_BYTES) -> ImageStore:
+    return ImageStore(FolderStorage(folder), max_bytes)
+
+
+def path_of(saved: images.SavedImage) -> Path:
+    return Path(saved.location)
+
+
+@pytest.mark.anyio
+async def test_save_writes_exact_bytes_and_leaves_no_partial_file(tmp_path):
+    store = folder_store(tmp_path / "out")
     data = make_image("JPEG")
-    saved = store.save(data, "image/jpeg", "A red square")
-    assert saved.path.read_bytes() == data
+    saved = await store.save(data, "image/jpeg", "A red square", "")
+    assert path_of(saved).read_bytes() == data
     assert saved.name.endswith(".jpg") and "-a-red-square-" in saved.name
     assert saved.uri == "onlysq://images/" + saved.name
     assert saved.size_bytes == len(data)
-    assert [p.name for p in store.folder.iterdir()] == [saved.name]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [saved.name]
 
 
-def test_save_is_atomic(tmp_path, monkeypatch):
-    store = ImageStore(tmp_path)
+@pytest.mark.anyio
+async def test_save_is_atomic(tmp_path, monkeypatch):
+    store = folder_store(tmp_path)
     data = make_image("PNG")
     seen: list[tuple[bytes, bool]] = []
     real_replace = os.replace
@@ -182,80 +199,111 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         seen.append((Path(src).read_bytes(), Path(dst).exists()))
         real_replace(src, dst)
 
-    monkeypatch.setattr(images.os, "replace", replace)
-    saved = store.save(data, "image/png", "x")
+    monkeypatch.setattr(storage.os, "replace", replace)
+    saved = await store.save(data, "image/png", "x", "")
     assert seen == [(data, False)]
-    assert Path(saved.path).name == saved.name
+    assert path_of(saved).name == saved.name
 
     def broken(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images.os, "replace", broken)
+    monkeypatch.setattr(storage.os, "replace", broken)
     with pytest.raises(OSError, match="ONLYSQ_MCP_OUTPUT_DIR"):
-        store.save(data, "image/png", "y")
+        await store.save(data, "image/png", "y", "")
     assert [p.name for p in tmp_path.iterdir()] == [saved.name]
 
 
-def test_names_never_collide(tmp_path):
-    store = ImageStore(tmp_path)
-    saved = [store.save(b"%d" % i, "image/png", "same label") for i in range(300)]
+@pytest.mark.anyio
+async def test_names_never_collide(tmp_path):
+    store = folder_store(tmp_path)
+    saved = [await store.save(b"%d" % i, "image/png", "same label", "") for i in range(300)]
     assert len({s.name for s in saved}) == 300
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.name for s in saved)
-    assert all(s.path.read_bytes() == b"%d" % i for i, s in enumerate(saved))
+    assert all(path_of(s).read_bytes() == b"%d" % i for i, s in enumerate(saved))
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "label", ["../../etc/passwd", "/etc/passwd", "..\\..\\windows", "a/../../b", "", "🙂🙂", "..."]
 )
-def test_label_becomes_a_safe_name_inside_the_folder(tmp_path, label):
+async def test_label_becomes_a_safe_name_inside_the_folder(tmp_path, label):
     folder = tmp_path / "out"
-    store = ImageStore(folder)
+    store = folder_store(folder)
     data = make_image("PNG")
-    saved = store.save(data, "image/png", label)
-    assert saved.path.parent == folder.resolve()
+    saved = await store.save(data, "image/png", label, "")
+    assert path_of(saved).parent == folder.resolve()
     assert "/" not in saved.name and "\\" not in saved.name and ".." not in saved.name
     assert images.SAFE_NAME.fullmatch(saved.name)
-    assert store.open(saved.name) == (data, "image/png")
+    assert await store.open(saved.name, "") == (data, "image/png")
     assert list(tmp_path.iterdir()) == [folder]
 
 
-def test_open_refuses_names_outside_the_folder(tmp_path):
+@pytest.mark.anyio
+async def test_open_refuses_names_outside_the_folder(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
     secret = tmp_path / "secret.png"
     secret.write_bytes(make_image("PNG"))
     (folder / "link.png").symlink_to(secret)
-    store = ImageStore(folder)
+    store = folder_store(folder)
     for name in ["../secret.png", "..%2Fsecret.png", str(secret), "link.png", "missing.png", "", ".hidden.png"]:
         with pytest.raises(FileNotFoundError):
-            store.open(name)
-    good = store.save(make_image("PNG"), "image/png", "ok")
-    assert store.open(good.name) == (good.path.read_bytes(), "image/png")
+            await store.open(name, "")
+    good = await store.save(make_image("PNG"), "image/png", "ok", "")
+    assert await store.open(good.name, "") == (path_of(good).read_bytes(), "image/png")
 
 
-def test_names_carry_128_random_bits(tmp_path):
-    saved = ImageStore(tmp_path).save(make_image("PNG"), "image/png", "a cat")
+@pytest.mark.anyio
+async def test_an_owner_reads_only_its_own_images(tmp_path):
+    store = folder_store(tmp_path)
+    alice, bob = owner_prefix("alice"), owner_prefix("bob")
+    data = make_image("PNG")
+    mine = await store.save(data, "image/png", "mine", alice)
+    assert await store.open(mine.name, alice) == (data, "image/png")
+    for other in (bob, ""):
+        with pytest.raises(FileNotFoundError):
+            await store.open(mine.name, other)
+    # The owner's folder is named by a digest: neither the name nor a path trick reaches it.
+    assert "alice" not in mine.location and path_of(mine).parent.parent == tmp_path / "users"
+
+
+@pytest.mark.anyio
+async def test_a_symlinked_owner_folder_is_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    saved = await folder_store(elsewhere).save(make_image("PNG"), "image/png", "x", "")
+    folder = tmp_path / "out"
+    (folder / "users").mkdir(parents=True)
+    (folder / owner_prefix("alice").rstrip("/")).symlink_to(elsewhere)
+    with pytest.raises(FileNotFoundError):
+        await folder_store(folder).open(saved.name, owner_prefix("alice"))
+
+
+@pytest.mark.anyio
+async def test_names_carry_128_random_bits(tmp_path):
+    saved = await folder_store(tmp_path).save(make_image("PNG"), "image/png", "a cat", "")
     token = saved.name.rsplit("-", 1)[1].removesuffix(".png")
     assert len(token) == 32 and int(token, 16) >= 0
 
 
-def test_open_serves_only_images_this_store_could_have_written(tmp_path):
-    store = ImageStore(tmp_path)
-    good = store.save(make_image("JPEG"), "image/jpeg", "ok")
+@pytest.mark.anyio
+async def test_open_serves_only_images_this_store_could_have_written(tmp_path):
+    store = folder_store(tmp_path)
+    good = await store.save(make_image("JPEG"), "image/jpeg", "ok", "")
     stem = good.name.removesuffix(".jpg")
     (tmp_path / "notes.txt").write_text("private")
     (tmp_path / f"{stem}.png").write_text("text under an image's name")
-    (tmp_path / f"{stem}.gif").write_bytes(good.path.read_bytes())  # a JPEG under a GIF's name
+    (tmp_path / f"{stem}.gif").write_bytes(path_of(good).read_bytes())  # a JPEG under a GIF's name
     os.mkfifo(tmp_path / f"{stem}.webp")  # would block a plain open
     for name in ["notes.txt", f"{stem}.png", f"{stem}.gif", f"{stem}.webp", f"{stem[:-1]}.jpg"]:
         with pytest.raises(FileNotFoundError):
-            store.open(name)
-    assert store.open(good.name) == (good.path.read_bytes(), "image/jpeg")
+            await store.open(name, "")
+    assert await store.open(good.name, "") == (path_of(good).read_bytes(), "image/jpeg")
 
 
-def test_open_refuses_an_oversized_file_without_reading_it(tmp_path, monkeypatch):
-    store = ImageStore(tmp_path, max_bytes=1024)
-    big = store.save(make_image("PNG", (400, 400), noise=True), "image/png", "big")
+@pytest.mark.anyio
+async def test_open_refuses_an_oversized_file_without_reading_it(tmp_path, monkeypatch):
+    store = folder_store(tmp_path, max_bytes=1024)
+    big = await store.save(make_image("PNG", (400, 400), noise=True), "image/png", "big", "")
     reads: list[int] = []
     real_fdopen = os.fdopen
 
@@ -265,35 +313,35 @@ def test_open_refuses_an_oversized_file_without_reading_it(tmp_path, monkeypatch
         handle.read = lambda size=-1: reads.append(size) or real_read(size)
         return handle
 
-    monkeypatch.setattr(images.os, "fdopen", fdopen)
+    monkeypatch.setattr(storage.os, "fdopen", fdopen)
     with pytest.raises(images.StoredImageTooLarge, match="ONLYSQ_MCP_MAX_IMAGE_BYTES"):
-        store.open(big.name)
+        await store.open(big.name, "")
     assert reads == []
 
 
 def test_store_folder_is_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert ImageStore(Path("relative/images")).folder == tmp_path / "relative" / "images"
-    assert ImageStore(Path("~/pics")).folder == tmp_path / "home" / "pics"
+    assert FolderStorage(Path("relative/images")).folder == tmp_path / "relative" / "images"
+    assert FolderStorage(Path("~/pics")).folder == tmp_path / "home" / "pics"
 
 
-def test_ensure_writable_names_the_setting(tmp_path):
+@pytest.mark.anyio
+async def test_ensure_writable_names_the_setting(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match="ONLYSQ_MCP_OUTPUT_DIR") as caught:
-        ImageStore(blocker / "images").ensure_writable()
+        await folder_store(blocker / "images").ensure_writable()
     assert str(blocker / "images") in str(caught.value)
-    ImageStore(tmp_path / "new" / "folder").ensure_writable()
+    await folder_store(tmp_path / "new" / "folder").ensure_writable()
     assert list((tmp_path / "new" / "folder").iterdir()) == []
 
 
 @pytest.mark.parametrize(("count", "budget"), [(1, 10_000), (2, 50_001), (3, 10_002), (4, 120_000)])
-def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
-    store = ImageStore(tmp_path)
+def test_deliver_keeps_previews_within_the_budget(count, budget):
     originals = [make_image("PNG", (300, 200), noise=True) for _ in range(count)]
-    saved = [(store.save(data, "image/png", "n"), data) for data in originals]
-    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, budget, MPX, links=True)
+    saved = [(saved_image(data), data) for data in originals]
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, budget, MPX, links=True, urls={})
     inline = [b for b in blocks if b.type == "image"]
     assert sum(len(b.data) for b in inline) <= budget
     assert all(f.inline in ("preview", "none") for f in files)
@@ -302,12 +350,14 @@ def test_deliver_keeps_previews_within_the_budget(tmp_path, count, budget):
         assert sniff_mime(base64.b64decode(block.data)) == block.mime_type
 
 
-def test_deliver_inlines_originals_that_fit_and_nothing_in_link_mode(tmp_path):
-    store = ImageStore(tmp_path)
+def test_deliver_inlines_originals_that_fit_and_nothing_in_link_mode():
     data = make_image("WEBP", (64, 48))
-    saved = [(store.save(data, "image/webp", "w"), data)]
-    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, 10_000, MPX, links=True)
+    saved = [(saved_image(data, "image/webp"), data)]
+    blocks, files = deliver(saved, [], ImageDelivery.PREVIEW, 10_000, MPX, links=True, urls={})
     assert base64.b64decode(blocks[0].data) == data and blocks[0].mime_type == "image/webp"
     assert (files[0].inline, files[0].width, files[0].height) == ("original", 64, 48)
-    blocks, files = deliver(saved, [], ImageDelivery.LINK, 10_000, MPX, links=True)
+    assert files[0].url is None
+    url = "https://bucket.example/x.webp?X-Amz-Signature=0"
+    blocks, files = deliver(saved, [], ImageDelivery.LINK, 10_000, MPX, links=True, urls={saved[0][0].name: url})
     assert [b.type for b in blocks] == ["resource_link"] and files[0].inline == "none"
+    assert files[0].url == url

@@ -175,14 +175,14 @@ async def test_http_serves_only_images_this_server_wrote(fake_upstream, tmp_path
     assert Path(folder / "notes.txt").read_text() == "meeting notes"
 
 
-def test_a_shelf_keeps_the_newest_images_and_its_cursors_stay_valid(monkeypatch, tmp_path):
+def test_a_shelf_keeps_the_newest_images_and_its_cursors_stay_valid(monkeypatch):
     from onlysq_mcp import session_images
-    from onlysq_mcp.images import ImageStore
+    from onlysq_mcp.images import SavedImage
 
     monkeypatch.setattr(session_images, "KEEP_LISTED", 3)
     shelf = session_images.Shelf()
-    store = ImageStore(tmp_path)
-    saved = [store.save(b"\x89PNG\r\n\x1a\n", "image/png", f"n{i}") for i in range(5)]
+    names = [f"20261127-100000-n{i}-{i:032x}.png" for i in range(5)]
+    saved = [SavedImage(name, name, "image/png", 8, f"/srv/{name}") for name in names]
     for image in saved[:2]:
         shelf.add(image, "onlysq/flux, 1:1")
     page, after = shelf.page(0, 1)
