@@ -21,18 +21,20 @@ from starlette.routing import Route
 
 from tests.helpers import free_port
 from tests.round_robin_proxy import ProxyHandle, asgi_server, round_robin_proxy
-from tests.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, get_object, list_keys
+from tests.s3_server import get_object, list_keys, s3_env
 
 pytestmark = pytest.mark.anyio
 
 
 class Backend:
     """A tiny backend: /echo answers with what it received and who it is; /sse sends one event, then waits for
-    `release` before the second, so a reader holding the first event proves the proxy did not buffer."""
+    `release` before the second, so a reader holding the first event proves the proxy did not buffer. `ended`
+    is set once an /sse response is over, finished or cut."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.release = threading.Event()
+        self.ended = threading.Event()
         self.app = Starlette(routes=[Route("/echo", self.echo, methods=["GET", "POST"]), Route("/sse", self.sse)])
 
     async def echo(self, request: Request) -> Response:
@@ -47,9 +49,14 @@ class Backend:
 
     async def sse(self, request: Request) -> Response:
         async def events() -> AsyncIterator[bytes]:
-            yield b"event: message\ndata: first\n\n"
-            await anyio.to_thread.run_sync(self.release.wait, 10)
-            yield b"event: message\ndata: second\n\n"
+            try:
+                yield b"event: message\ndata: first\n\n"
+                with anyio.fail_after(10):
+                    while not self.release.is_set():
+                        await anyio.sleep(0.01)  # a cancellable wait, so a client that leaves ends it
+                yield b"event: message\ndata: second\n\n"
+            finally:
+                self.ended.set()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -122,6 +129,19 @@ async def test_proxy_streams_sse_events_as_they_come(proxy: ProxyHandle, backend
     assert proxy.forwarded[0].status == 200
 
 
+async def test_proxy_ends_the_backend_stream_when_the_client_leaves(
+    proxy: ProxyHandle, backends: list[tuple[Backend, str]]
+) -> None:
+    (first, _), _ = backends
+    async with httpx2.AsyncClient(trust_env=False, timeout=5) as client:
+        with anyio.fail_after(5):
+            async with client.stream("GET", f"{proxy.url}/sse") as response:
+                assert await anext(response.aiter_lines()) == "event: message"
+    # The client closed its connection mid-stream; the backend, still waiting for `release`, is let go.
+    assert await anyio.to_thread.run_sync(first.ended.wait, 3)
+    assert not first.release.is_set()
+
+
 async def test_proxy_answers_502_at_once_for_a_dead_backend(backends: list[tuple[Backend, str]]) -> None:
     (_, alive), _ = backends
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
@@ -139,14 +159,16 @@ async def test_proxy_answers_502_at_once_for_a_dead_backend(backends: list[tuple
 
 async def test_moto_serves_what_obstore_writes(s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
+    env = s3_env(endpoint, bucket, "images/run-1")
+    assert env["ONLYSQ_MCP_STORAGE_URL"] == f"s3://{bucket}/images/run-1"
     store = S3Store(
         bucket,
         prefix="images/run-1",
         config={
-            "endpoint": endpoint,
-            "region": REGION,
-            "access_key_id": ACCESS_KEY_ID,
-            "secret_access_key": SECRET_ACCESS_KEY,
+            "endpoint": env["ONLYSQ_MCP_S3_ENDPOINT_URL"],
+            "region": env["AWS_REGION"],
+            "access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
         },
         client_options={"allow_http": True},
     )
