@@ -26,6 +26,7 @@ from tests.helpers import (
     stop_http_server,
     upstream_env,
 )
+from tests.s3_server import create_bucket, moto_server, unique_bucket_name
 
 
 @pytest.fixture
@@ -123,3 +124,19 @@ def web() -> Iterator[str]:
 def node_clients() -> node_tools.NodeTools:
     """The pinned Node.js MCP clients (Inspector, conformance suite), installed on first use."""
     return node_tools.prepare()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on a free port of 127.0.0.1 (a subprocess, ~1 s to start), shared by the session; yields
+    its endpoint URL. Its log is moto.log in a session temp folder."""
+    with moto_server(tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> tuple[str, str]:
+    """A fresh, empty bucket of its own on `s3_server`: (endpoint URL, bucket name)."""
+    bucket = unique_bucket_name()
+    create_bucket(s3_server, bucket)
+    return s3_server, bucket
