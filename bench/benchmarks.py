@@ -1,4 +1,4 @@
-"""The eight benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
+"""The benchmarks. Each takes a `Plan` (how many runs and calls) and returns `Row`s for the report.
 
 Project and floor always run against the same fake upstream, one after the other within each run, in
 alternating order, so that a busy neighbour on the machine slows both rather than one.
@@ -13,8 +13,10 @@ import json
 import random
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from harness import (
     http_server,
     median,
     memory_kib,
+    moto_server,
     python_env,
     send_log,
     server_env,
@@ -55,10 +58,23 @@ class Plan:
     stream_calls: int = 20
     soak_calls: int = 5000
     soak_warmup: int = 500
+    idle_sessions: int = 1000
+    burst: int = 500
+    stored_images: int = 50
 
 
 QUICK = Plan(
-    runs=1, cold_runs=3, concurrency_runs=1, calls=30, concurrent=100, stream_calls=5, soak_calls=300, soak_warmup=100
+    runs=1,
+    cold_runs=3,
+    concurrency_runs=1,
+    calls=30,
+    concurrent=100,
+    stream_calls=5,
+    soak_calls=300,
+    soak_warmup=100,
+    idle_sessions=100,
+    burst=100,
+    stored_images=5,
 )
 
 
@@ -362,10 +378,11 @@ async def one_session(url: str, n: int, warm: bool = True) -> tuple[float, int]:
         return time.perf_counter() - started, len(failed)
 
 
-async def many_sessions(url: str, n: int) -> tuple[float, int]:
-    """`n` sessions opened and their tools listed, as hosts do on connecting (not timed); then one call on each
-    at once: (wall of the calls, failed calls)."""
+async def many_sessions(url: str, n: int, opening: int | None = None) -> tuple[float, int]:
+    """`n` sessions opened (at most `opening` at a time) and their tools listed, as hosts do on connecting (not
+    timed); then one call on each at once: (wall of the calls, failed calls)."""
     failed: list[str] = []
+    gate = anyio.Semaphore(opening or n)
     ready = anyio.Event()
     opened = 0
     started = 0.0
@@ -374,8 +391,10 @@ async def many_sessions(url: str, n: int) -> tuple[float, int]:
 
     async def session(i: int) -> None:
         nonlocal opened, finished
-        async with http_client(url) as client:
-            await client.list_tools()
+        async with AsyncExitStack() as stack:
+            async with gate:
+                client = await stack.enter_async_context(http_client(url))
+                await client.list_tools()
             opened += 1
             if opened == n:
                 ready.set()
@@ -801,6 +820,243 @@ def first_calls(plan: Plan) -> list[Row]:
     ]  # fmt: skip
 
 
+# --- 9. idle sessions -----------------------------------------------------------------------------
+
+OPENING = 50  # sessions being opened at once: opening hundreds at once only measures the client's queue
+
+
+def session_caps(n: int) -> dict[str, str]:
+    """Every cap on open sessions (ONLYSQ_MCP_MAX_SESSIONS*) raised to `n`: all the bench's sessions come
+    from 127.0.0.1, so the per-client cap applies to all of them."""
+    from onlysq_mcp.settings import Settings
+
+    return {name.upper(): str(n) for name in Settings.model_fields if name.startswith("onlysq_mcp_max_sessions")}
+
+
+async def idle_rss(url: str, pid: int, n: int) -> tuple[int, int, int, float]:
+    """RSS of a warm server, then `n` sessions opened (initialize handshake, `OPENING` at a time) and left
+    idle for a second: (RSS before KiB, RSS with them open KiB, sessions that failed to open, seconds to open)."""
+    async with http_client(url) as client:  # the server's first-session costs (lazy imports) fall before
+        await client.list_tools()
+    await anyio.sleep(0.5)
+    before = memory_kib(pid)["VmRSS"]
+    gate = anyio.Semaphore(OPENING)
+    failed: list[str] = []
+    settled = 0
+    all_settled = anyio.Event()
+    release = anyio.Event()
+
+    async def session() -> None:
+        nonlocal settled
+        async with AsyncExitStack() as stack:
+            async with gate:
+                try:
+                    await stack.enter_async_context(http_client(url))
+                except Exception as error:  # reported as a count: one refused session must not end the case
+                    failed.append(repr(error))
+            settled += 1
+            if settled == n:
+                all_settled.set()
+            await release.wait()
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(n):
+            group.start_soon(session)
+        await all_settled.wait()
+        seconds = time.perf_counter() - started
+        await anyio.sleep(1)
+        after = memory_kib(pid)["VmRSS"]
+        release.set()
+    return before, after, len(failed), seconds
+
+
+def idle_sessions(plan: Plan) -> list[Row]:
+    n = plan.idle_sessions
+    per_session: dict[str, list[float]] = {"project": [], "floor": []}
+    detail: dict[str, str] = {}
+    failed = {"project": 0, "floor": 0}
+    with fake_upstream() as base_url, workdir() as folder:
+        for run in range(plan.concurrency_runs):
+            for target in alternate(run):
+                env = session_caps(n) if target is PROJECT else {}
+                with http_server(target, base_url, folder, **env) as (url, pid):  # a fresh server per run
+                    before, after, errors, seconds = anyio.run(idle_rss, url, pid, n)
+                per_session[target.name].append((after - before) / n)
+                failed[target.name] += errors
+                detail[target.name] = f"{before / 1024:.0f} → {after / 1024:.0f} MiB, opened in {seconds:.0f} s"
+    return [
+        Row(
+            "9. idle sessions (HTTP)",
+            f"RSS per idle session, {n:,} sessions open (initialize handshake, then idle)",
+            median(per_session["project"]),
+            median(per_session["floor"]),
+            "KiB",
+            "(information)",
+            None,
+            f"(RSS with them open − RSS before) / {n:,}, median of {plan.concurrency_runs} fresh servers; "
+            f"{OPENING} opened at a time; last run: project {detail['project']}, floor {detail['floor']}; "
+            f"failed to open: project {failed['project']}, floor {failed['floor']}; project with "
+            + ", ".join(f"{key}={value}" for key, value in session_caps(n).items()),
+        )
+    ]
+
+
+# --- 10. a burst on one replica -------------------------------------------------------------------
+
+
+def burst(plan: Plan) -> list[Row]:
+    """`plan.burst` concurrent `chat` on one warm HTTP server (one call first), with every limit raised to it."""
+    n = plan.burst
+    limits = {"ONLYSQ_MCP_MAX_CONCURRENCY": str(n), **session_caps(n)}
+    walls: dict[tuple[str, str], list[float]] = {}
+    failed = {"project": 0, "floor": 0}
+    with fake_upstream("--latency", "1") as base_url, workdir() as folder:
+        for run in range(plan.concurrency_runs):
+            for target in alternate(run):
+                env = limits if target is PROJECT else {}
+                with http_server(target, base_url, folder, **env) as (url, _):
+                    # `one_session` makes a call before its burst; the server is warm for the sessions after it.
+                    for kind, wall, errors in (
+                        ("one", *anyio.run(one_session, url, n)),
+                        ("many", *anyio.run(many_sessions, url, n, OPENING)),
+                    ):
+                        walls.setdefault((target.name, kind), []).append(wall)
+                        failed[target.name] += errors
+    rows = []
+    bench = "10. burst (HTTP, 1 s upstream)"
+    for kind, what in (("one", "ONE session"), ("many", f"{n} sessions, one call each")):
+        project, floor = median(walls[("project", kind)]), median(walls[("floor", kind)])
+        rows.append(
+            Row(
+                bench,
+                f"{n} concurrent `chat`, {what}, warm server, ONLYSQ_MCP_MAX_CONCURRENCY={n}",
+                project,
+                floor,
+                "s",
+                "≤ 1.2 × floor",
+                project <= 1.2 * floor,
+                f"one replica; warm: one `chat` on the server before the burst; wall of the calls, median of "
+                f"{plan.concurrency_runs}; failed calls: project {failed['project']}, floor {failed['floor']}",
+            )
+        )
+    return rows
+
+
+# --- 11. image storage ----------------------------------------------------------------------------
+
+S3_BUCKET = "onlysq-bench"
+S3_PREFIX = "images"
+STORED_SIDE = 1024  # the fake's noise PNG at this size is ~3 MB: what a 1024² generation weighs, not 64 px
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    return {
+        "ONLYSQ_MCP_STORAGE_URL": f"s3://{S3_BUCKET}/{S3_PREFIX}",
+        "ONLYSQ_MCP_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def bucket_objects(endpoint: str) -> int:
+    """How many objects the bucket holds under S3_PREFIX (ListObjectsV2, one page: the bench stores fewer than
+    1,000)."""
+    answer = httpx2.get(f"{endpoint}/{S3_BUCKET}", params={"list-type": "2", "prefix": f"{S3_PREFIX}/"})
+    answer.raise_for_status()
+    return answer.text.count("<Key>")
+
+
+async def store_images(target: Target, base_url: str, folder: Path, n: int, env: dict[str, str]) -> list[float]:
+    """One stdio session: `list_models` and one `generate_image` untimed, then `n` sequential `generate_image`
+    with count 1: the wall of each."""
+    walls = []
+    async with target.stdio(base_url, folder, **env) as client:
+        await client.call_tool("list_models", {})
+        for i in range(n + 1):
+            started = time.perf_counter()
+            result = await client.call_tool("generate_image", {"prompt": "storage", "count": 1, "seed": i})
+            if i:
+                walls.append(time.perf_counter() - started)
+            if result.is_error:
+                raise RuntimeError(text_of(result)[:300])
+    return walls
+
+
+def stored_in_bucket(base_url: str, folder: Path, endpoint: str, n: int) -> float:
+    """The median wall per image of `store_images` with ONLYSQ_MCP_STORAGE_URL at the bucket; RuntimeError
+    saying why if the project fails or its images do not all reach the bucket."""
+    stored = bucket_objects(endpoint)
+    try:
+        wall = median(anyio.run(store_images, PROJECT, base_url, folder, n, s3_env(endpoint)))
+    except Exception as error:
+        raise RuntimeError(f"the project with ONLYSQ_MCP_STORAGE_URL failed: {error!r}"[:400]) from error
+    stored = bucket_objects(endpoint) - stored
+    if stored < n + 1:
+        raise RuntimeError(
+            f"{stored} of {n + 1} images reached the bucket: does this build read ONLYSQ_MCP_STORAGE_URL?"
+        )
+    return wall
+
+
+def storage(plan: Plan) -> list[Row]:
+    """`generate_image` (count 1) with the images saved to a folder, and to an S3 bucket (moto's server)."""
+    n = plan.stored_images
+    walls: dict[str, list[float]] = {"folder": [], "s3": [], "floor": []}
+    s3_error = ""
+    fake = ("--image-long-side", str(STORED_SIDE), "--image-noise")
+    with fake_upstream(*fake) as base_url, workdir() as folder, ExitStack() as stack:
+        images = folder / "images"
+        endpoint = ""
+        try:
+            endpoint = stack.enter_context(moto_server(folder))
+            httpx2.put(f"{endpoint}/{S3_BUCKET}").raise_for_status()  # CreateBucket
+        except Exception as error:  # the S3 half reports why; the folder half still runs
+            s3_error = f"moto_server: {error!r}"
+        for run in range(plan.runs):
+            order = ["folder", "s3", "floor"]
+            for name in order[run % 3 :] + order[: run % 3]:
+                if name == "s3":
+                    if not s3_error:
+                        try:
+                            walls["s3"].append(stored_in_bucket(base_url, folder, endpoint, n))
+                        except RuntimeError as error:
+                            s3_error = str(error)
+                    continue
+                target = FLOOR if name == "floor" else PROJECT
+                saved = count_files(images)
+                walls[name].append(median(anyio.run(store_images, target, base_url, folder, n, {})))
+                if target is PROJECT and count_files(images) - saved < n + 1:
+                    raise AssertionError(f"{count_files(images) - saved} of {n + 1} images saved to the folder")
+    folder_ms, floor_ms = median(walls["folder"]) * 1000, median(walls["floor"]) * 1000
+    bench = "11. image storage (stdio)"
+    size = f"{STORED_SIDE}² noise PNG (~3 MB)"
+    note = f"{n} sequential calls after one untimed, per run; median of the per-run medians, {plan.runs} runs"
+    rows = [
+        Row(bench, f"`generate_image` count=1, {size}, saved to a folder: per image", folder_ms, floor_ms, "ms",
+            "(information)", None, f"{note}; floor: receives the image, saves nothing"),
+    ]  # fmt: skip
+    if s3_error:
+        print(f"   storage: S3 half not measured: {s3_error}", file=sys.stderr, flush=True)
+        rows.append(
+            Row(bench, "… saved to an S3 bucket (moto_server on 127.0.0.1): per image", None, floor_ms, "ms",
+                "(information)", None, f"ERROR: not measured: {s3_error}")
+        )  # fmt: skip
+    else:
+        s3_ms = median(walls["s3"]) * 1000
+        rows.append(
+            Row(bench, "… saved to an S3 bucket (moto_server on 127.0.0.1): per image", s3_ms, floor_ms, "ms",
+                "(information)", None, f"{note}; S3 − folder: {s3_ms - folder_ms:+.1f} ms per image; "
+                f"ONLYSQ_MCP_STORAGE_URL=s3://{S3_BUCKET}/{S3_PREFIX}, every image found in the bucket")
+        )  # fmt: skip
+    return rows
+
+
+def count_files(folder: Path) -> int:
+    return sum(1 for path in folder.rglob("*") if path.is_file()) if folder.exists() else 0
+
+
 BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "cold": lambda plan: cold_start(plan) + start_path(plan),
     "calls": per_call,
@@ -810,5 +1066,8 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Row]]] = {
     "soak": soak,
     "bombs": bombs,
     "first": first_calls,
+    "sessions1000": idle_sessions,
+    "chat500": burst,
+    "storage": storage,
 }
 __all__ = ["BENCHMARKS", "QUICK", "Plan", "Row", "import_report", "server_env"]

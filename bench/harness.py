@@ -119,16 +119,36 @@ def http_server(target: Target, base_url: str, folder: Path, **env: str) -> Iter
         [*target.command, *args], env=server_env(base_url, folder, **env), cwd=folder, stdout=log, stderr=log
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{target.name} did not start serving HTTP; see {log.name}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.02)
+        wait_listening(process, port, f"{target.name} did not start serving HTTP; see {log.name}")
         yield f"http://127.0.0.1:{port}/mcp", process.pid
+    finally:
+        stop(process)
+        log.close()
+
+
+def wait_listening(process: subprocess.Popen, port: int, failure: str) -> None:
+    """Until `process` accepts connections on `port`; RuntimeError(failure) if it exits or takes 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+@contextmanager
+def moto_server(folder: Path) -> Iterator[str]:
+    """moto's standalone S3 (the `moto_server` script installed beside this Python) on a free port; yields its URL."""
+    port = free_port()
+    log = (folder / f"moto-{port}.log").open("wb")
+    script = Path(PYTHON).parent / "moto_server"
+    process = subprocess.Popen([str(script), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    try:
+        wait_listening(process, port, f"moto_server did not start; see {log.name}")
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
         log.close()

@@ -4,9 +4,11 @@
     python bench/run.py calls images         # only these benchmarks (the other rows of the table stay)
     python bench/run.py --runs 3             # runs per benchmark (cold start: at least 7 unless --quick)
     python bench/run.py --quick              # smoke run: few runs and calls, prints, writes nothing
+    python bench/run.py --quick storage      # ... of one benchmark (sessions1000 and chat500 then use 100, storage 5)
     python bench/run.py --output other.md    # write elsewhere
 
-Benchmarks: cold, calls, concurrency, images, streaming, soak, bombs, first. Nothing here is a test: run it by hand, on an
+Benchmarks: cold, calls, concurrency, images, streaming, soak, bombs, first, sessions1000, chat500, storage (the
+last three are the load cases of issue 14 and take minutes each). Nothing here is a test: run it by hand, on an
 otherwise idle machine when the figures matter.
 """
 
@@ -33,6 +35,9 @@ LABELS = {
     "soak": "6.",
     "bombs": "7.",
     "first": "8.",
+    "sessions1000": "9.",
+    "chat500": "10.",
+    "storage": "11.",
 }
 HEADER = (
     "| benchmark | metric | project | floor | project/floor | target | met | notes | measured |\n"
@@ -75,6 +80,11 @@ def block(text: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
+def row_number(line: str) -> int:
+    """The benchmark's number a table line starts with (`| 10. …`): 10 sorts after 9, not after 1."""
+    return int(line[2:].split(".", 1)[0])
+
+
 def write_doc(path: Path, chosen: list[str], lines: list[str], imports: list[str] | None, plan: Plan) -> None:
     text = path.read_text() if path.exists() else SKELETON
     kept = [
@@ -83,7 +93,7 @@ def write_doc(path: Path, chosen: list[str], lines: list[str], imports: list[str
         if line.startswith("| ") and not line.startswith(("| benchmark", "|---"))
         if not any(line.startswith(f"| {LABELS[name]}") for name in chosen)
     ]
-    rows = sorted(kept + lines, key=lambda line: line[2:4])
+    rows = sorted(kept + lines, key=row_number)
     text = replace_block(text, "results", HEADER + "\n" + "\n".join(rows))
     info = machine()
     load = os.getloadavg()
