@@ -173,7 +173,7 @@ def start_line(settings: Settings, transport: str) -> str:
     providers = ", ".join(kind.title for kind in PROVIDERS if kind.configured(settings))
     proxy = f"; proxy {display_url(settings.onlysq_mcp_proxy)}" if settings.onlysq_mcp_proxy else ""
     line = (
-        f"onlysq-mcp {__version__} over {transport}; images saved to {settings.onlysq_mcp_output_dir}; "
+        f"onlysq-mcp {__version__} over {transport}; images saved to {settings.storage_url}; "
         f"providers: {providers}{proxy}"
     )
     return Redactor(settings.secrets())(line)

@@ -16,8 +16,8 @@ import anyio
 import httpx2
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .services import storage_of
 from .settings import Settings
-from .storage import storage_of
 
 LIVE_PATH = "/healthz"
 READY_PATH = "/readyz"

@@ -720,16 +720,7 @@ def deliver(
                 ImageContent(type="image", data=base64.b64encode(payload).decode("ascii"), mime_type=shown_mime)
             )
         if image is not None and links:
-            blocks.append(
-                ResourceLink(
-                    type="resource_link",
-                    uri=image.uri,
-                    name=image.name,
-                    mime_type=image.mime,
-                    size=image.size_bytes,
-                    description=f"Full-resolution image, saved at {image.location}",
-                )
-            )
+            blocks.append(link_to(image))
         files.append(
             ImageFile(
                 uri=image.uri if image else None,
@@ -743,6 +734,17 @@ def deliver(
             )
         )
     return blocks, files
+
+
+def link_to(image: SavedImage) -> ResourceLink:
+    return ResourceLink(
+        type="resource_link",
+        uri=image.uri,
+        name=image.name,
+        mime_type=image.mime,
+        size=image.size_bytes,
+        description=f"Full-resolution image, saved at {image.location}",
+    )
 
 
 def preview(data: bytes, max_bytes: int, max_pixels: int) -> Reencoded | None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
@@ -30,7 +31,7 @@ from .providers.registry import Registry
 from .redaction import Redactor
 from .session_images import SessionImages
 from .settings import Settings
-from .storage import storage_of
+from .storage import BucketStorage, FolderStorage, Storage
 from .upstream import RetryPolicy, Upstream
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,19 @@ def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.Async
     limits = httpx2.Limits(max_connections=settings.onlysq_mcp_max_downloads, max_keepalive_connections=0)
     return httpx2.AsyncClient(
         timeout=timeout, headers=headers, limits=limits, trust_env=False, proxy=settings.onlysq_mcp_proxy
+    )
+
+
+def storage_of(settings: Settings) -> Storage:
+    """The storage ONLYSQ_MCP_STORAGE_URL names (settings checked its form), or the output folder."""
+    url = settings.storage_url
+    if not url.startswith("s3://"):
+        return FolderStorage(Path(url.removeprefix("file://")))
+    endpoint = settings.onlysq_mcp_s3_endpoint_url
+    return BucketStorage(
+        url,
+        endpoint=str(endpoint).rstrip("/") if endpoint else None,
+        presign_seconds=settings.onlysq_mcp_s3_presign_seconds,
     )
 
 

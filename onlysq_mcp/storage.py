@@ -10,8 +10,9 @@ signs requests, retries and pools connections, and its async calls need no threa
 and the environment variables it reads itself (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
 AWS_REGION, AWS_WEB_IDENTITY_TOKEN_FILE, ...), are its `S3Config` keys (obstore/_store/_aws.pyi). Other
 S3-compatible services need only their endpoint: Yandex Object Storage is `https://storage.yandexcloud.net`
-with region `ru-central1` (yandex-cloud/docs, en/storage/s3/index.md and tools/boto.md); MinIO and moto answer
-path-style requests, which `object_store` sends unless told otherwise.
+with region `ru-central1`, as public boto3 and aws-sdk-js callers of it set it (`endpoint_url=...`, some with
+`s3ForcePathStyle: true`); it, MinIO and moto answer path-style requests, which `object_store` sends unless told
+otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from pathlib import Path
@@ -32,12 +34,12 @@ import anyio
 if TYPE_CHECKING:
     from obstore.store import S3Store
 
-    from .settings import Settings
-
 logger = logging.getLogger(__name__)
 
 # One part of a key: no separators, no `..`, nothing hidden but the server's own `.jobs`.
 KEY_PART = re.compile(r"(?:\.jobs|[A-Za-z0-9][A-Za-z0-9._-]{0,199})")
+# How long a successful write check of the bucket stands for the calls that follow.
+CHECK_SECONDS = 30.0
 S3_TIMEOUT = "30s"
 S3_CONNECT_TIMEOUT = "5s"
 # object_store retries a failed request for up to 3 minutes by default: a tool call must not wait that long.
@@ -159,9 +161,17 @@ class BucketStorage(Storage):
     """An S3-compatible bucket under a prefix; `link` presigns a GET when `presign_seconds` is over 0."""
 
     def __init__(self, url: str, *, endpoint: str | None, presign_seconds: int) -> None:
+        # Imported only with a bucket: a server on a folder never loads it.
+        import obstore
+
+        self._obstore = obstore
+        # What obstore raises: its own errors, and built-in ones for a missing object (FileNotFoundError) and bad
+        # arguments (ValueError), per obstore/exceptions/__init__.pyi. Anything else is a fault of this server.
+        self._errors: tuple[type[Exception], ...] = (obstore.exceptions.BaseError, OSError, ValueError)
         self.url = url.rstrip("/")
         self._store = s3_store(url, endpoint)
         self._presign = timedelta(seconds=presign_seconds) if presign_seconds else None
+        self._checked_at = -float("inf")
 
     def __str__(self) -> str:
         return self.url
@@ -170,48 +180,43 @@ class BucketStorage(Storage):
         return f"{self.url}/{check_key(key)}"
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        import obstore
-
         try:
-            await obstore.put_async(self._store, check_key(key), data, attributes={"Content-Type": content_type})
-        except obstore.exceptions.BaseError as exc:
+            await self._obstore.put_async(self._store, check_key(key), data, attributes={"Content-Type": content_type})
+        except self._errors as exc:
             raise self._failed("store", key, exc) from None
 
     async def get(self, key: str, max_bytes: int) -> bytes:
-        import obstore
-
         try:
-            found = await obstore.get_async(self._store, check_key(key))
-            if found.meta["size"] > max_bytes:
-                raise StoredObjectTooLarge(found.meta["size"])
-            data = bytes(await found.bytes_async())
-        except obstore.exceptions.NotFoundError:
+            found = await self._obstore.get_async(self._store, check_key(key))
+            size = found.meta["size"]
+            # Refused before the body is read.
+            data = bytes(await found.bytes_async()) if size <= max_bytes else b""
+        except FileNotFoundError:
             raise FileNotFoundError(key) from None
-        except obstore.exceptions.BaseError as exc:
+        except self._errors as exc:
             raise self._failed("read", key, exc) from None
-        if len(data) > max_bytes:
-            raise StoredObjectTooLarge(len(data))
+        if size > max_bytes or len(data) > max_bytes:
+            raise StoredObjectTooLarge(max(size, len(data)))
         return data
 
     async def check(self) -> None:
-        import obstore
-
-        # A missing object is the answer of a bucket that exists and lets us in.
-        try:
-            await obstore.head_async(self._store, ".jobs/ready-check")
-        except obstore.exceptions.NotFoundError:
+        # A write, as saving an image needs: a HEAD cannot tell a missing bucket from a missing object, and a
+        # listing needs a permission the server otherwise does without. A success is good for a while, so a
+        # burst of calls costs one request.
+        if time.monotonic() - self._checked_at < CHECK_SECONDS:
             return
-        except obstore.exceptions.BaseError as exc:
+        try:
+            await self._obstore.put_async(self._store, ".jobs/write-check", b"")
+        except self._errors as exc:
             raise self._failed("reach", "", exc) from None
+        self._checked_at = time.monotonic()
 
     async def link(self, key: str) -> str | None:
         if self._presign is None:
             return None
-        import obstore
-
         try:
-            return str(await obstore.sign_async(self._store, "GET", check_key(key), self._presign))
-        except obstore.exceptions.BaseError as exc:
+            return str(await self._obstore.sign_async(self._store, "GET", check_key(key), self._presign))
+        except self._errors as exc:
             logger.warning("cannot presign a link to %s: %s", self.location(key), type(exc).__name__)
             return None
 
@@ -244,17 +249,4 @@ def s3_store(url: str, endpoint: str | None) -> S3Store:
             "connect_timeout": S3_CONNECT_TIMEOUT,
         },
         retry_config=S3_RETRIES,  # type: ignore[arg-type]
-    )
-
-
-def storage_of(settings: Settings) -> Storage:
-    """The storage ONLYSQ_MCP_STORAGE_URL names (settings checked its form), or the output folder."""
-    url = settings.storage_url
-    if not url.startswith("s3://"):
-        return FolderStorage(Path(url.removeprefix("file://")))
-    endpoint = settings.onlysq_mcp_s3_endpoint_url
-    return BucketStorage(
-        url,
-        endpoint=str(endpoint).rstrip("/") if endpoint else None,
-        presign_seconds=settings.onlysq_mcp_s3_presign_seconds,
     )
