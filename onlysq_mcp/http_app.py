@@ -37,6 +37,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .auth import ResourceMetadata, TokensFileError, resource_metadata, token_verifier
 from .health import HealthRoutes, QuietProbes
+from .principals import principal_in
 from .settings import Settings
 from .telemetry import configure_tracing
 
@@ -244,9 +245,12 @@ class OpenSession:
 
 
 def client_key(scope: Scope) -> str:
-    """Who is asking: the remote address, after uvicorn applied X-Forwarded-For from trusted proxies only
-    (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default). One token is shared by every client, so it
-    cannot tell them apart."""
+    """Who is asking: the principal of a named token or an OAuth token (a team behind one proxy shares its
+    address); else the remote address, after uvicorn applied X-Forwarded-For from trusted proxies only
+    (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default), as one shared token cannot tell clients apart."""
+    principal = principal_in(scope)
+    if principal is not None:
+        return f"principal {principal}"
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

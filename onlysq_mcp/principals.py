@@ -9,7 +9,7 @@ there is one principal: everything is theirs, stored as before, at the top of th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,10 +24,19 @@ SHARED_TOKEN_NAME = "shared"
 def principal_of(ctx: Context[Any, Any] | None) -> str | None:
     """The caller's principal; None when the server has one user (stdio, no tokens, the shared token)."""
     request = ctx._request_context.request if ctx is not None and ctx._request_context is not None else None
-    user = getattr(request, "scope", {}).get("user") if request is not None else None
-    access = getattr(user, "access_token", None) or get_access_token()
-    subject = getattr(access, "subject", None)
-    return None if subject in (None, SHARED_TOKEN_NAME) else subject
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        return principal_in(scope)
+    return named(getattr(get_access_token(), "subject", None))
+
+
+def principal_in(scope: Mapping[str, Any]) -> str | None:
+    """The principal the auth middleware put into an HTTP request's scope (as for `principal_of`)."""
+    return named(getattr(getattr(scope.get("user"), "access_token", None), "subject", None))
+
+
+def named(subject: str | None) -> str | None:
+    return None if subject == SHARED_TOKEN_NAME else subject
 
 
 def owner_prefix(principal: str | None) -> str:

@@ -271,8 +271,9 @@ class Settings(BaseSettings):
     )
     onlysq_mcp_max_sessions_per_client: Annotated[int, Field(ge=1, le=10_000)] = Field(
         32,
-        description="HTTP only: most MCP sessions one client address may hold open; further `initialize` "
-        "requests get 429 until one ends, so one client cannot fill the server for everyone.",
+        description="HTTP only: most MCP sessions one user (a named token or an OAuth `sub`) or, for the shared "
+        "token and no token, one client address may hold open; further `initialize` requests get 429 until one "
+        "ends, so one client cannot fill the server for everyone.",
         json_schema_extra=HTTP_ONLY,
     )
     onlysq_mcp_unused_session_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(

@@ -92,6 +92,18 @@ async def test_one_client_cannot_lock_out_others(serve):
         assert (await initialize(http, server.url)).status_code == 200
 
 
+async def test_with_named_tokens_sessions_are_counted_per_user_not_per_address(serve, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice:alice-front-door-token-01234\nbob:bob-front-door-token-56789\n")
+    server = serve(ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT="2", ONLYSQ_MCP_HTTP_TOKENS_FILE=str(tokens))
+    # Everyone comes from 127.0.0.1, as a team behind one reverse proxy does.
+    alice = httpx2.AsyncClient(headers={"authorization": "Bearer alice-front-door-token-01234"})
+    bob = httpx2.AsyncClient(headers={"authorization": "Bearer bob-front-door-token-56789"})
+    async with alice, bob:
+        assert [(await initialize(alice, server.url)).status_code for _ in range(3)] == [200, 200, 429]
+        assert [(await initialize(bob, server.url)).status_code for _ in range(3)] == [200, 200, 429]
+
+
 async def test_stateless_requests_do_not_count_as_sessions(serve):
     server = serve(ONLYSQ_MCP_MAX_SESSIONS_PER_CLIENT="1")
     modern = MCP_HEADERS | {"mcp-protocol-version": "2026-07-28"}
