@@ -143,6 +143,9 @@ class DeferredTLS:
             return self._context
 
     def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):
+            # Private and special names are this object's own: a copy or a half-made instance asks for them.
+            raise AttributeError(name)
         return getattr(self.load(), name)
 
     def verify(self) -> ssl.SSLContext:
