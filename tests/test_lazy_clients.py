@@ -79,7 +79,7 @@ async def test_a_call_during_the_background_build_waits_for_it(server, upstream,
 
     def slow_build(*args, **kwargs):
         anyio.from_thread.run_sync(started.set)
-        time.sleep(0.3)  # in the worker thread, like loading the CA bundle
+        time.sleep(0.3)  # in the worker thread, like importing the HTTP stack
         return build(*args, **kwargs)
 
     monkeypatch.setattr(httpx2, "AsyncClient", slow_build)
