@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 import anyio
 import anyio.abc
@@ -62,12 +64,12 @@ class Services:
 class LazyClient:
     """An `httpx2.AsyncClient` built once, then shared; closed when the server stops.
 
-    Building a client loads the CA bundle into an SSL context and imports the HTTP stack (about 40–90 ms
-    here), which neither `initialize` nor `tools/list` needs: built at start-up it delayed every host's
-    first tool list, built on first use it delayed the first call. `prepare` builds it in a worker thread
-    after start; `get` waits for that build rather than start a second one. Without a build under way the
-    client is built at once, synchronously, with no `await` between the check and the assignment, so calls
-    that arrive together on the event loop share one client.
+    Building a client imports the HTTP stack (about 25 ms here; its SSL context is a `DeferredTLS`), which
+    neither `initialize` nor `tools/list` needs: built at start-up it delayed every host's first tool list,
+    built on first use it delayed the first call. `prepare` builds it in a worker thread after start; `get`
+    waits for that build rather than start a second one. Without a build under way the client is built at
+    once, synchronously, with no `await` between the check and the assignment, so calls that arrive
+    together on the event loop share one client.
     """
 
     def __init__(self, build: Callable[[], httpx2.AsyncClient]) -> None:
@@ -90,10 +92,7 @@ class LazyClient:
         return self()
 
     async def prepare(self) -> None:
-        """Build the client in a worker thread, so that neither the event loop nor the first call pays for it.
-
-        Loading the CA bundle releases the GIL, so requests go on being answered meanwhile.
-        """
+        """Build the client in a worker thread, so that the event loop goes on answering requests meanwhile."""
         if self._client is not None or self._closed:
             return
         self._building = anyio.Event()
@@ -122,6 +121,43 @@ class LazyClient:
             await self._client.aclose()
 
 
+class DeferredTLS:
+    """The SSL context httpx2 makes for `verify=True` (`httpx2.create_ssl_context`), made when first needed.
+
+    Loading the CA bundle into it takes 20–35 ms here. Made with the client, it held up the first call even
+    to a plain-http upstream, which never needs it; made here, it is loaded in a worker thread after the
+    client is built (`prepare_in_background`; OpenSSL reads the bundle without holding the GIL), or at the
+    first TLS handshake if that comes first (a handshake during that load waits for it). One context serves both clients and, with a proxy, both of a
+    client's transports, which each loaded the bundle before. Verification is unchanged: the same function
+    with the same arguments (`trust_env=False`, as the clients) makes the same context.
+
+    httpcore2 and anyio use the context they are given only through `set_alpn_protocols` and `wrap_bio`
+    (httpcore2/_async/connection.py, anyio/streams/tls.py), which this forwards; anyio calls the `wrap_bio`
+    of a context that is not exactly an `ssl.SSLContext` in a worker thread, as for truststore's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+
+    def load(self) -> ssl.SSLContext:
+        """The context, made (once, whichever thread asks first) if it is not there yet."""
+        with self._lock:
+            if self._context is None:
+                self._context = httpx2.create_ssl_context(trust_env=False)
+            return self._context
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):
+            # Private and special names are this object's own: a copy or a half-made instance asks for them.
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+    def verify(self) -> ssl.SSLContext:
+        """This, as httpx2's `verify=` argument (typed as an `ssl.SSLContext`, used as one through `__getattr__`)."""
+        return cast(ssl.SSLContext, self)
+
+
 class Runtime:
     """Holds the services while the server runs."""
 
@@ -147,21 +183,23 @@ class Runtime:
         )
         # trust_env off: a stray proxy variable must not reroute calls that carry API keys; only the
         # operator's own ONLYSQ_MCP_PROXY does. Image jobs belong to the server run, not to the request that started them.
+        tls = DeferredTLS()
         build = functools.partial(
             httpx2.AsyncClient,
             timeout=timeout,
             headers=headers,
             limits=limits,
             trust_env=False,
+            verify=tls.verify(),
             proxy=settings.onlysq_mcp_proxy,
         )
         async with (
             LazyClient(build) as http,
-            LazyClient(functools.partial(download_client, settings, headers)) as downloads,
+            LazyClient(functools.partial(download_client, settings, headers, tls)) as downloads,
             anyio.create_task_group() as jobs,
         ):
             self._services = build_services(settings, http, downloads, transport, jobs)
-            jobs.start_soon(prepare_in_background, http, self._services.catalogue)
+            jobs.start_soon(prepare_in_background, http, tls, self._services.catalogue)
             try:
                 yield self._services
             finally:
@@ -169,20 +207,22 @@ class Runtime:
                 jobs.cancel_scope.cancel()
 
 
-async def prepare_in_background(http: LazyClient, catalogue: CatalogueCache) -> None:
-    """What the first tool call would otherwise wait for: the upstream client, then the live catalogue.
+async def prepare_in_background(http: LazyClient, tls: DeferredTLS, catalogue: CatalogueCache) -> None:
+    """What the first tool call would otherwise wait for: the upstream client, its CA bundle, the live catalogue.
 
-    Started with the server, never awaited by a request: `initialize` and `tools/list` need neither.
+    Started with the server, never awaited by a request: `initialize` and `tools/list` need none of them.
+    A call waits for the client only: the CA bundle is loaded after it is built, while the call goes out.
     """
     try:
         await http.prepare()
+        await anyio.to_thread.run_sync(tls.load)
     except Exception:
-        # The first call will build the client itself, and report what goes wrong; the server runs on.
-        logger.exception("building the upstream HTTP client in the background failed")
+        # The first call will build what is missing itself, and report what goes wrong; the server runs on.
+        logger.exception("preparing the upstream HTTP client in the background failed")
     await catalogue.keep_fresh()
 
 
-def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.AsyncClient:
+def download_client(settings: Settings, headers: dict[str, str], tls: DeferredTLS) -> httpx2.AsyncClient:
     """The client for image URLs callers pass: its own pool, so stalled image hosts never take the
     connections upstream calls wait for.
 
@@ -197,7 +237,12 @@ def download_client(settings: Settings, headers: dict[str, str]) -> httpx2.Async
     timeout = httpx2.Timeout(FETCH_SECONDS, connect=settings.onlysq_connect_timeout)
     limits = httpx2.Limits(max_connections=settings.onlysq_mcp_max_downloads, max_keepalive_connections=0)
     return httpx2.AsyncClient(
-        timeout=timeout, headers=headers, limits=limits, trust_env=False, proxy=settings.onlysq_mcp_proxy
+        timeout=timeout,
+        headers=headers,
+        limits=limits,
+        trust_env=False,
+        verify=tls.verify(),
+        proxy=settings.onlysq_mcp_proxy,
     )
 
 

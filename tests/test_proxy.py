@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import httpx2
+import httpx2._transports.default
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
@@ -98,6 +101,33 @@ async def test_describe_image_downloads_through_the_proxy_at_the_checked_address
     # Each hop names the address its SSRF check resolved (here already an IP), so the proxy resolves nothing.
     assert f"{web}/redirect" in targets and f"{web}/cat.png" in targets
     assert f"{upstream.base_url.rstrip('/')}/ai/v2" in targets
+
+
+async def test_one_ca_bundle_load_serves_both_clients_direct_and_proxied(
+    make_settings, upstream, proxy, web, monkeypatch
+):
+    """Loading the CA bundle takes 20–35 ms: done once per run, not per client and per transport (a client
+    with a proxy has two: the proxied one and the direct one)."""
+    loads: list[bool] = []
+    make = httpx2.create_ssl_context
+
+    def counted(verify=True, cert=None, trust_env=True):
+        if verify is True:  # a context with the CA bundle
+            loads.append(trust_env)
+        return make(verify=verify, cert=cert, trust_env=trust_env)
+
+    # Where a client's transport makes its context, and where the server may make it itself.
+    monkeypatch.setattr(httpx2._transports.default, "create_ssl_context", counted)
+    monkeypatch.setattr(httpx2, "create_ssl_context", counted)
+    settings = make_settings(ONLYSQ_MCP_PROXY=proxy.url(), ONLYSQ_MCP_ALLOW_PRIVATE_URLS="true")
+    async with Client(app_factory(settings)) as client:
+        result = await client.call_tool("describe_image", {"image": f"{web}/cat.png"})
+        assert not result.is_error, text_of(result)
+        with anyio.fail_after(5):
+            while not loads:  # loaded in the background once the upstream client is built
+                await anyio.sleep(0.01)
+    # Once, and like the clients' own contexts, without SSL_CERT_FILE/SSL_CERT_DIR from the environment.
+    assert loads == [False]
 
 
 @pytest.mark.parametrize(
