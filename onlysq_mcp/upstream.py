@@ -193,7 +193,7 @@ class Upstream:
     """One upstream service reached through the process-wide `httpx2.AsyncClient`."""
 
     name: str
-    # Returns the shared client, once built (`services.LazyClient.get`).
+    # Returns the shared client, once built (`http_clients.LazyClient.get`).
     client: Callable[[], Awaitable[httpx2.AsyncClient]]
     base_url: str
     policy: RetryPolicy

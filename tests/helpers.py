@@ -5,11 +5,13 @@ Test modules import from here, never from conftest.py or from each other.
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import io
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,6 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from onlysq_mcp.upstream import RetryPolicy, Upstream
@@ -221,3 +227,31 @@ def make_upstream(handler=None, **overrides) -> Upstream:
         "max_image_bytes": 3_000,
     }
     return Upstream(**options | overrides)
+
+
+def self_signed_server(folder: Path, name: x509.GeneralName) -> tuple[ssl.SSLContext, Path]:
+    """A TLS server context with a certificate for `name` that signs itself (a CA of its own), and the
+    certificate's file, for a client that should trust it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(name.value))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([name]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file

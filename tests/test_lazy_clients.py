@@ -8,12 +8,10 @@ TLS handshake waits for it.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import ssl
 import threading
 import time
-from pathlib import Path
 
 import anyio
 import httpx2
@@ -22,13 +20,10 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.tls import TLSStream
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mcp import Client
 
 from onlysq_mcp.server import app_factory
-from tests.helpers import text_of
+from tests.helpers import self_signed_server, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -117,35 +112,9 @@ async def test_a_call_to_a_plain_http_upstream_never_waits_for_the_ca_bundle(ser
     assert loads == [True]
 
 
-def self_signed(folder: Path) -> ssl.SSLContext:
-    """A server context with a certificate for 127.0.0.1 that no CA signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
 async def test_an_upstream_certificate_no_trusted_ca_signed_is_refused(make_settings, tmp_path):
     """The CA bundle loaded late still decides: the client ends every handshake, and sends nothing."""
-    context = self_signed(tmp_path)
+    context, _ = self_signed_server(tmp_path, x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     outcomes: list[str | bytes] = []
 
     async def handle(stream: SocketStream) -> None:

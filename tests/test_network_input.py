@@ -4,7 +4,6 @@ DNS answers that change after the check (rebinding), and URLs or paths that cann
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.server
 import ipaddress
 import socket
@@ -20,13 +19,10 @@ import anyio
 import httpx2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from mcp import Client, StdioServerParameters
 
 from onlysq_mcp.image_sources import ImageInputError, InputPolicy, check_public, download, parse_url
-from tests.helpers import make_image, start_http_server, stop_http_server, text_of, upstream_env
+from tests.helpers import make_image, self_signed_server, start_http_server, stop_http_server, text_of, upstream_env
 
 pytestmark = pytest.mark.anyio
 
@@ -244,28 +240,7 @@ async def test_a_dns_answer_that_changes_after_the_check_is_never_used(site, mon
 @pytest.fixture
 def tls_site(tmp_path: Path) -> Iterator[tuple[ImageSite, ssl.SSLContext]]:
     """An HTTPS image server on 127.0.0.1 whose certificate names only `pinned.test`, and a context trusting it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinned.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("pinned.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert_file, key_file)
+    server_context, cert_file = self_signed_server(tmp_path, x509.DNSName("pinned.test"))
     client_context = ssl.create_default_context(cafile=str(cert_file))
     for found in serve_images(
         lambda port: ImageSite(f"https://pinned.test:{port}", port), ("127.0.0.1", 0), server_context
