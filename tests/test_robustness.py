@@ -277,12 +277,17 @@ async def test_failing_catalogue_is_not_retried_on_every_call(stdio_params, upst
     params = with_env(stdio_params, ONLYSQ_RETRY_BACKOFF="0.5", ONLYSQ_RETRIES="3", ONLYSQ_MCP_FAST_START="false")
     upstream.add_fault("/ai/models", "status", status=503, times=10)
     async with connect(params) as client:
+        # The background fetch starts once the HTTP client is ready, shortly after start.
+        with anyio.fail_after(10):
+            while not upstream.requests_to("/ai/models"):
+                await anyio.sleep(0.05)
         durations = []
         for i in range(3):
             started = time.monotonic()
             result = await client.call_tool("chat", {"prompt": f"c{i}"})
             durations.append(time.monotonic() - started)
             assert text_of(result) == f"Echo: c{i}"
+        await anyio.sleep(0.6)  # a first retry would be out by now
     assert len(upstream.requests_to("/ai/models")) == 1  # no retries, and the failure is remembered
     assert max(durations) < 0.5, durations
 
