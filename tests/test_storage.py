@@ -129,3 +129,11 @@ async def test_one_user_at_the_limit_waits_while_another_is_served(fake_upstream
     finally:
         stop_http_server(server)
     assert answers == {"bob": "Echo: bob", "alice one": "Echo: alice one", "alice two": "Echo: alice two"}
+
+
+async def test_readiness_follows_the_bucket(make_settings, upstream, bucket_env):
+    from onlysq_mcp.health import Readiness
+
+    assert await Readiness(make_settings(**bucket_env)).ready()
+    missing = bucket_env | {"ONLYSQ_MCP_STORAGE_URL": "s3://no-such-bucket-here/x"}
+    assert not await Readiness(make_settings(**missing)).ready()
