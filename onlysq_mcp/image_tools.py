@@ -182,10 +182,11 @@ async def generate_image(
 ) -> Annotated[CallToolResult, GenerateImageOutput]:
     """Generate pictures from a text description and return them as images.
 
-    Every image is saved in full on the server's disk and offered as a resource (the result has
-    its URI and path); the result itself carries the images inline, or downscaled previews when the
-    originals are too big for one tool result. Takes seconds to a minute; a generation that takes
-    longer returns a job handle instead: call this tool again with `job` set to it for the images.
+    Every image is saved in full by the server (on its disk or in its bucket) and offered as a
+    resource (the result has its URI and where it is saved); the result itself carries the images
+    inline, or downscaled previews when the originals are too big for one tool result. Takes seconds
+    to a minute; a generation that takes longer returns a job handle instead: call this tool again
+    with `job` set to it for the images.
     """
     services = services_of(ctx)
     # The wait bounds the whole call, as the host's time limit does: the checks before the upstream
