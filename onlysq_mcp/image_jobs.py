@@ -239,6 +239,10 @@ class ImageJob:
                     group.cancel_scope.cancel()
         finally:
             self._ended = time.monotonic()
+            missing = self.total - self.done_count
+            if missing and not self.cancelled:
+                # The server is stopping (a restart, a rollout): the record must not read as a quiet failure.
+                self.failures.append(f"the server stopped before {missing} image(s) were made")
             self.finished.set()
             if self.detached:
                 # The last word on the job, even while the server stops; bounded, as storage may be what failed.

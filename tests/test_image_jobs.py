@@ -232,3 +232,20 @@ async def test_the_wait_bounds_the_whole_call_and_progress_starts_at_once(stdio_
     # The model check does not wait for the catalogue (issue 15): the held image request makes it a handle.
     assert not result.is_error, text_of(result)
     assert result.structured_content["job"]["status"] == "running", text_of(result)
+
+
+async def test_a_job_cut_short_by_a_restart_is_reported_failed_by_the_next_run(make_settings, upstream, output_dir):
+    settings = make_settings(ONLYSQ_MCP_IMAGE_WAIT="0.3")
+    upstream.add_fault("/ai/imagen", "hold", times=2)
+    async with Client(app_factory(settings)) as client:
+        pending = await client.call_tool("generate_image", {"prompt": "never finished", "count": 2})
+    # The server stopped with the job running; its record in the output folder says so.
+    upstream.release()
+    job = pending.structured_content["job"]
+    assert job["status"] == "running", text_of(pending)
+    async with Client(app_factory(settings)) as client:
+        status = await read_json(client, job["uri"])
+        collected = await client.call_tool("generate_image", {"job": job["uri"]})
+    assert status["status"] == "failed" and status["images"] == []
+    assert status["failures"] == ["the server stopped before 2 image(s) were made"]
+    assert collected.is_error and "the server stopped before 2 image(s) were made" in text_of(collected)
