@@ -224,9 +224,6 @@ class ImageJob:
             alive_at=time.time(),
         )
 
-    def status(self) -> JobStatus:
-        return self.record().public()
-
     async def run(self, produce: Producer, ledger: JobLedger) -> None:
         try:
             with anyio.CancelScope() as scope:
