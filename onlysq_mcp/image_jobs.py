@@ -15,6 +15,7 @@ for ever.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -36,6 +37,7 @@ UNEXPECTED = "an unexpected error on this server (the traceback is in its log); 
 # Makes the image of the given index (0 to total - 1) for the job.
 Producer = Callable[["ImageJob", int], Coroutine[Any, Any, None]]
 KEEP_JOBS = 200
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 MAX_RECORD_BYTES = 1_000_000
 # How often a call collecting another replica's job reads its record again.
 REMOTE_POLL_SECONDS = 0.5
@@ -364,6 +366,9 @@ class JobBoard:
 
     async def find(self, owner: str, job_id: str) -> TrackedJob | None:
         """The owner's job: this server's own, or one in storage; another owner's job is not found."""
+        # Only ids this server makes: anything else (a path, another owner's prefix) names no record.
+        if not JOB_ID.fullmatch(job_id):
+            return None
         job = self._jobs.get(job_id)
         if job is not None:
             return job if job.owner == owner else None

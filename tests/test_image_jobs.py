@@ -249,3 +249,22 @@ async def test_a_job_cut_short_by_a_restart_is_reported_failed_by_the_next_run(m
     assert status["status"] == "failed" and status["images"] == []
     assert status["failures"] == ["the server stopped before 2 image(s) were made"]
     assert collected.is_error and "the server stopped before 2 image(s) were made" in text_of(collected)
+
+
+async def test_a_job_handle_is_an_id_never_a_path_into_storage(make_settings, upstream, output_dir):
+    from onlysq_mcp.principals import owner_prefix
+
+    settings = make_settings(ONLYSQ_MCP_IMAGE_WAIT="0.3")
+    upstream.add_fault("/ai/imagen", "hold", times=1)
+    async with Client(app_factory(settings)) as client:
+        pending = await client.call_tool("generate_image", {"prompt": "someone's"})
+    upstream.release()
+    job_id = pending.structured_content["job"]["id"]
+    # As if another user's job: its record moved under their prefix.
+    theirs = output_dir / ".jobs" / owner_prefix("alice")
+    theirs.mkdir(parents=True)
+    (output_dir / ".jobs" / f"{job_id}.json").rename(theirs / f"{job_id}.json")
+    async with Client(app_factory(settings)) as client:
+        for handle in (f"{owner_prefix('alice')}{job_id}", f"onlysq://jobs/{owner_prefix('alice')}{job_id}"):
+            result = await client.call_tool("generate_image", {"job": handle})
+            assert result.is_error and "no image generation" in text_of(result), text_of(result)
