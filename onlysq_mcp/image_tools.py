@@ -449,7 +449,13 @@ async def images_result(
     max_pixels = settings.onlysq_mcp_max_input_pixels
     # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
     # made one after another, so the largest image decides the memory this may take.
-    urls = {image.name: url for image, _ in saved if (url := await services.store.link(image))}
+    # A link signed with temporary credentials carries AWS_SESSION_TOKEN, which is masked like every secret: such
+    # a link would arrive broken, so none is given (the image is still at its URI).
+    urls = {
+        image.name: url
+        for image, _ in saved
+        if (url := await services.store.link(image)) and services.redact(url) == url
+    }
     blocks, files = await services.decodes.run(
         max(decode_cost(data) for data in images),
         lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links, urls=urls),

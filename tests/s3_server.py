@@ -33,7 +33,7 @@ import httpx2
 from tests.helpers import free_port
 
 S3_NAMESPACE = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-ACCESS_KEY_ID = "test-key-id"
+ACCESS_KEY_ID = "AKIAMOTOBUCKETKEYID1"
 SECRET_ACCESS_KEY = "test-secret-key"
 REGION = "us-east-1"
 START_TIMEOUT = 30.0  # moto imports take ~0.5-2 s; a loaded 2-core machine needs headroom

@@ -137,3 +137,14 @@ async def test_readiness_follows_the_bucket(make_settings, upstream, bucket_env)
     assert await Readiness(make_settings(**bucket_env)).ready()
     missing = bucket_env | {"ONLYSQ_MCP_STORAGE_URL": "s3://no-such-bucket-here/x"}
     assert not await Readiness(make_settings(**missing)).ready()
+
+
+async def test_no_link_is_given_that_would_carry_a_masked_secret(make_settings, upstream, bucket_env, monkeypatch):
+    # Temporary credentials: presigned URLs carry the session token (X-Amz-Security-Token).
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "temporary-session-token-0123456789")
+    server = app_factory(make_settings(**bucket_env, ONLYSQ_MCP_S3_PRESIGN_SECONDS="600"))
+    async with Client(server) as client:
+        result = await client.call_tool("generate_image", {"prompt": "temporary"})
+    assert not result.is_error, text_of(result)
+    assert result.structured_content["images"][0]["url"] is None
+    assert "temporary-session-token" not in str(result.structured_content) + text_of(result)
