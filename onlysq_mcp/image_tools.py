@@ -37,7 +37,7 @@ from .images import (
     shrink,
     sniff_mime,
 )
-from .principals import owner_prefix, principal_of
+from .principals import owner_of, owner_prefix, principal_of
 from .providers.base import ImageLimits, InlineImage, Provider, ProviderName, Turn
 from .providers.registry import PROVIDERS
 from .services import Services
@@ -243,7 +243,7 @@ async def generate(ctx: Context, services: Services, request: ImageRequest, dead
         await services.jobs.ledger.save(started)
         return pending_result(ctx, started.record(), wait)
     return await images_result(
-        ctx, order.summary(), started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
+        ctx, started.request, started.seconds, started.failures, saved, run.unsaved, paced=started.pacer.serial
     )
 
 
@@ -379,7 +379,7 @@ async def heartbeats(progress: GenerationProgress) -> AsyncIterator[None]:
 async def find_job(ctx: Context, services: Services, handle: str) -> TrackedJob:
     """The caller's job of a handle as `generate_image` returned it: its URI, or the id alone."""
     job_id = handle.strip().removeprefix(JOB_PREFIX)
-    job = await services.jobs.find(owner_prefix(principal_of(ctx)), job_id)
+    job = await services.jobs.find(owner_of(ctx), job_id)
     if job is None:
         raise ToolError(
             f"`job`: no image generation `{job_id}` of yours is known to this server. Pass the `job.uri` a pending "
@@ -402,7 +402,7 @@ async def collect(ctx: Context, services: Services, job: TrackedJob, deadline: f
     record = job.record()
     if record.status == "running":
         return pending_result(ctx, record, record.seconds)
-    saved, failures = await reread(services, record, owner_prefix(principal_of(ctx)))
+    saved, failures = await reread(services, record, owner_of(ctx))
     return await images_result(ctx, record.request, record.seconds, failures, saved, [], paced=record.paced)
 
 
@@ -447,8 +447,6 @@ async def images_result(
     # Each host's own limit sets the defaults (Claude Code counts image data as tokens); settings still win.
     delivery, budget = image_defaults(settings, host_profile(ctx))
     max_pixels = settings.onlysq_mcp_max_input_pixels
-    # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
-    # made one after another, so the largest image decides the memory this may take.
     # A link signed with temporary credentials carries AWS_SESSION_TOKEN, which is masked like every secret: such
     # a link would arrive broken, so none is given (the image is still at its URI).
     urls = {
@@ -456,6 +454,8 @@ async def images_result(
         for image, _ in saved
         if (url := await services.store.link(image)) and services.redact(url) == url
     }
+    # Previews of big images take real CPU time: off the event loop, so other calls keep flowing. They are
+    # made one after another, so the largest image decides the memory this may take.
     blocks, files = await services.decodes.run(
         max(decode_cost(data) for data in images),
         lambda: deliver(saved, unsaved, delivery, budget, max_pixels, links=links, urls=urls),
@@ -548,7 +548,7 @@ async def image_to_describe(ctx: Context, services: Services, image: str) -> tup
         loaded = await load_image(
             image,
             store=services.store,
-            owner=owner_prefix(principal_of(ctx)),
+            owner=owner_of(ctx),
             http=services.downloads(),
             policy=services.input_policy,
         )

@@ -39,6 +39,11 @@ def named(subject: str | None) -> str | None:
     return None if subject == SHARED_TOKEN_NAME else subject
 
 
+def owner_of(ctx: Context[Any, Any] | None) -> str:
+    """The storage prefix of the caller's images and jobs."""
+    return owner_prefix(principal_of(ctx))
+
+
 def owner_prefix(principal: str | None) -> str:
     """Where a principal's objects live in storage. A digest, not the name: a `sub` may hold any character,
     and the storage's listing should not spell out who uses the service."""

@@ -42,7 +42,7 @@ from .client_log import set_client_log_level
 from .errors import ProviderNotConfigured, UpstreamError
 from .image_jobs import JOB_PREFIX
 from .images import RESOURCE_PREFIX, StoredImageTooLarge
-from .principals import owner_prefix, principal_of
+from .principals import owner_of, principal_of
 from .services import Runtime, Services, Transport
 from .settings import Settings
 
@@ -125,7 +125,7 @@ class OnlySqServer(MCPServer[Services]):
             if not str(uri).startswith(RESOURCE_PREFIX):
                 raise
             store = self._runtime.services.store
-            owner = owner_prefix(principal_of(context))
+            owner = owner_of(context)
             try:
                 data, mime = await store.open(str(uri).removeprefix(RESOURCE_PREFIX), owner)
             except FileNotFoundError:
@@ -221,7 +221,7 @@ def app_factory(settings: Settings, *, transport: Transport = "stdio") -> MCPSer
         mime_type="application/json",
     )
     async def image_job(job_id: str, ctx: Context[Services, Any]) -> str:
-        job = await runtime.services.jobs.find(owner_prefix(principal_of(ctx)), job_id)
+        job = await runtime.services.jobs.find(owner_of(ctx), job_id)
         if job is None:
             raise ResourceNotFoundError(f"no image job `{job_id}`")
         return job.record().public().model_dump_json()
